@@ -1,0 +1,154 @@
+//! `smx`: the one binary of the smx mail transfer agent.
+//!
+//! Subcommands dispatch to the component crates; this file only parses the
+//! command line, loads the configuration and maps errors to exit codes
+//! (sysexits.h: 64 usage, 66 no input, 69 unavailable, 78 configuration).
+
+use anyhow::Context;
+use clap::{ArgAction, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Exit code for a configuration error (EX_CONFIG).
+const EX_CONFIG: u8 = 78;
+/// Exit code for an unreadable input file (EX_NOINPUT).
+const EX_NOINPUT: u8 = 66;
+/// Exit code for a service that is not available (EX_UNAVAILABLE).
+const EX_UNAVAILABLE: u8 = 69;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "smx",
+    version,
+    about = "smx: a secure, fast, modular mail transfer agent",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run smx in the foreground: the supervisor and all components.
+    Run {
+        /// Configuration file; default: the embedded configuration.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and optionally print the effective
+    /// configuration (-VVVVV) with every default.
+    ConfCheck {
+        /// Configuration file; default: the embedded configuration.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// More detail: -V version, -VVVVV the effective configuration.
+        #[arg(short = 'V', action = ArgAction::Count)]
+        verbose: u8,
+        /// Print the Markdown reference of every option instead.
+        #[arg(long, hide = true)]
+        reference: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(config.as_deref()),
+        Command::ConfCheck {
+            config,
+            verbose,
+            reference,
+        } => {
+            if reference {
+                print!("{}", smx_conf::reference());
+                return ExitCode::SUCCESS;
+            }
+            conf_check(config.as_deref(), verbose)
+        }
+    }
+}
+
+/// Loads the configuration from `path` or the embedded default, printing
+/// every error to stderr. Returns the exit code on failure.
+fn load(path: Option<&Path>) -> Result<smx_conf::Config, ExitCode> {
+    let result = match path {
+        Some(p) => smx_conf::load_file(p),
+        None => {
+            let home = std::env::var_os(smx_conf::HOME_ENV).map(PathBuf::from);
+            smx_conf::embedded_default(home.as_deref()).map_err(smx_conf::LoadError::Invalid)
+        }
+    };
+    match result {
+        Ok(c) => Ok(c),
+        Err(smx_conf::LoadError::Invalid(errors)) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            let n = errors.0.len();
+            eprintln!("{n} error{}", if n == 1 { "" } else { "s" });
+            Err(ExitCode::from(EX_CONFIG))
+        }
+        Err(e @ smx_conf::LoadError::Io { .. }) => {
+            eprintln!("smx: {e}");
+            Err(ExitCode::from(EX_NOINPUT))
+        }
+        Err(e) => {
+            eprintln!("smx: {e}");
+            Err(ExitCode::from(EX_CONFIG))
+        }
+    }
+}
+
+fn conf_check(path: Option<&Path>, verbose: u8) -> ExitCode {
+    if verbose >= 1 {
+        println!("# smx {}", env!("CARGO_PKG_VERSION"));
+    }
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let source = path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| smx_conf::EMBEDDED_NAME.to_owned());
+    if verbose >= 2 {
+        println!("# configuration: {source}");
+    }
+    if verbose >= 5 {
+        // The configuration goes to stdout so that it can be saved and
+        // loaded again; the verdict goes to stderr.
+        print!("{}", smx_conf::print(&config));
+        eprintln!("OK");
+    } else {
+        println!("OK");
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(path: Option<&Path>) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match start(&config) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("smx run: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(config: &smx_conf::Config) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&config.queue_directory).with_context(|| {
+        format!(
+            "cannot create queue directory {}",
+            config.queue_directory.display()
+        )
+    })?;
+    eprintln!(
+        "smx run: configuration OK, queue directory {}; the supervisor (mcp) is not part of this build yet, nothing to start",
+        config.queue_directory.display()
+    );
+    Ok(ExitCode::from(EX_UNAVAILABLE))
+}
