@@ -40,7 +40,7 @@ pub enum ErrorKind {
     #[error("{0}")]
     Syntax(String),
     /// An option name that the section does not have.
-    #[error("unknown option '{name}' in section {section}{hint}")]
+    #[error("unknown option '{name}' in {section}{hint}")]
     UnknownOption {
         /// The name as written.
         name: String,

@@ -71,18 +71,39 @@ pub enum LoadError {
 }
 
 /// Parses, loads and checks configuration text; `file` names it in errors.
+///
+/// Reports every syntax error; if there are none, every unknown name and
+/// invalid value; if there are none, every broken cross-field rule.
 pub fn load_str(file: &str, text: &str) -> Result<Config, ConfErrors> {
     let doc = syntax::parse(file, text).map_err(ConfErrors)?;
     let mut config = Config::default();
     let mut locs = schema::Locations::new();
     let mut errors = schema::load(file, &doc.entries, &mut config, &mut locs);
-    let mut checker = schema::Checker::new(file, &locs);
-    schema::check(&mut config, &mut checker);
-    errors.extend(checker.into_errors());
+    // Rules across options only make sense once every value is valid;
+    // checking half-loaded values would report consequences, not causes.
+    if errors.is_empty() {
+        let mut checker = schema::Checker::new(file, &locs);
+        schema::check(&mut config, &mut checker);
+        errors = checker.into_errors();
+    }
     if errors.is_empty() {
         Ok(config)
     } else {
         errors.sort_by_key(|e| e.location.span);
+        Err(ConfErrors(errors))
+    }
+}
+
+/// Parses and loads configuration text without the cross-field checks
+/// (for tools that inspect a configuration, and for tests of the printer).
+pub fn load_str_unchecked(file: &str, text: &str) -> Result<Config, ConfErrors> {
+    let doc = syntax::parse(file, text).map_err(ConfErrors)?;
+    let mut config = Config::default();
+    let mut locs = schema::Locations::new();
+    let errors = schema::load(file, &doc.entries, &mut config, &mut locs);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
         Err(ConfErrors(errors))
     }
 }

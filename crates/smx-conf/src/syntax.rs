@@ -465,6 +465,24 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// After a stray '{': skips to just after its matching '}'.
+    fn skip_group(&mut self) {
+        let mut depth = 1usize;
+        loop {
+            match self.next().kind {
+                TokKind::Eof => return,
+                TokKind::LBrace => depth += 1,
+                TokKind::RBrace => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Entries up to a closing brace (not consumed) or, at top level, the end.
     fn entries(&mut self, depth: usize, top: bool) -> Vec<Entry> {
         let mut entries = Vec::new();
@@ -505,7 +523,11 @@ impl<'a> Parser<'a> {
                         tok.span,
                         format!("expected an option name or a section keyword, found {other}"),
                     );
-                    self.recover();
+                    if other == TokKind::LBrace {
+                        self.skip_group();
+                    } else {
+                        self.recover();
+                    }
                 }
             }
         }

@@ -2,13 +2,15 @@
 //!
 //! Subcommands dispatch to the component crates; this file only parses the
 //! command line, loads the configuration and maps errors to exit codes
-//! (sysexits.h: 64 usage, 66 no input, 69 unavailable, 78 configuration).
+//! (sysexits.h: 0 success and --help, 64 usage, 66 no input, 69 unavailable, 78 configuration).
 
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Exit code for a command-line usage error (EX_USAGE).
+const EX_USAGE: u8 = 64;
 /// Exit code for a configuration error (EX_CONFIG).
 const EX_CONFIG: u8 = 78;
 /// Exit code for an unreadable input file (EX_NOINPUT).
@@ -52,7 +54,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            // --help and --version are not errors; everything else is a
+            // usage error (EX_USAGE: mcp does not restart a component that
+            // exits with it).
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => EX_USAGE,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     match cli.command {
         Command::Run { config } => run(config.as_deref()),
         Command::ConfCheck {
@@ -140,15 +156,26 @@ fn run(path: Option<&Path>) -> ExitCode {
 }
 
 fn start(config: &smx_conf::Config) -> anyhow::Result<ExitCode> {
+    let _log = smx_log::init(&smx_log::LogSettings {
+        component: "mcp".into(),
+        level: config.qmgr.log_level,
+        destination: smx_log::Destination::Stderr,
+    })
+    .context("cannot start logging")?;
     std::fs::create_dir_all(&config.queue_directory).with_context(|| {
         format!(
             "cannot create queue directory {}",
             config.queue_directory.display()
         )
     })?;
-    eprintln!(
-        "smx run: configuration OK, queue directory {}; the supervisor (mcp) is not part of this build yet, nothing to start",
-        config.queue_directory.display()
+    tracing::info!(
+        func = "run",
+        queue_directory = %config.queue_directory.display(),
+        "configuration loaded"
+    );
+    tracing::error!(
+        func = "run",
+        "the supervisor (mcp) is not part of this build yet; no component can be started"
     );
     Ok(ExitCode::from(EX_UNAVAILABLE))
 }
