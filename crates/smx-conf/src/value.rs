@@ -643,8 +643,13 @@ pub fn split_flag<'a>(word: &'a str, known: &dyn Fn(&str) -> bool) -> (&'a str, 
         return (word, true);
     }
     for p in NEGATIONS {
-        if word.len() > p.len() && word[..p.len()].eq_ignore_ascii_case(p) {
-            return (&word[p.len()..], false);
+        // `get` rather than indexing: the word may start with a multi-byte
+        // character, and slicing inside it would panic.
+        if let (Some(head), Some(rest)) = (word.get(..p.len()), word.get(p.len()..))
+            && !rest.is_empty()
+            && head.eq_ignore_ascii_case(p)
+        {
+            return (rest, false);
         }
     }
     (word, true)
@@ -906,6 +911,10 @@ mod tests {
         FieldValue::set(&mut d, &list(&["noplaintext", "b2"])).unwrap();
         assert!(d.noplain && d.beta && !d.alpha);
         assert!(!d.explicitly_set("alpha"));
+        // Multi-byte characters where a prefix would be (found by fuzzing).
+        for w in ["ޚd", "n\u{e9}_x", "é", "~", "no_"] {
+            assert!(FieldValue::set(&mut d, &list(&[w])).is_err(), "{w}");
+        }
         let err = FieldValue::set(&mut d, &list(&["gamma"])).unwrap_err();
         assert!(
             err.starts_with("unknown flag 'gamma' (valid: alpha, beta, noplaintext"),
