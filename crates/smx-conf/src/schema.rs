@@ -191,6 +191,21 @@ pub trait Visitor {
 /// (`qmgr/IQDB/max_cache_entries`, `smtps#1/id`), names lower-cased.
 pub type Locations = HashMap<String, Span>;
 
+/// Which option name first set a field, keyed by the field's address, so
+/// that an option set under two of its names (an alias and its canonical
+/// name) is an error, not a silent override.
+///
+/// Addresses are only stable while nothing moves: each loader keeps its own
+/// map; a plain or optional subsection (stored inline in its parent) hands
+/// its entries up to the parent, an instance of a repeated section (stored
+/// in a Vec that may reallocate) does not. Aliases never point into
+/// repeated sections.
+type SetBy = HashMap<usize, (String, Span)>;
+
+fn field_key(field: &mut dyn FieldValue) -> usize {
+    (field as *mut dyn FieldValue).cast::<u8>() as usize
+}
+
 fn join(path: &str, name: &str) -> String {
     if path.is_empty() {
         name.to_ascii_lowercase()
@@ -219,6 +234,7 @@ pub fn load(
         path: String::new(),
         errors: &mut errors,
         locs,
+        set_by: SetBy::new(),
     };
     section.visit(&mut l);
     l.report_unknown();
@@ -234,6 +250,7 @@ struct Loader<'a, 'e> {
     path: String,
     errors: &'a mut Vec<ConfError>,
     locs: &'a mut Locations,
+    set_by: SetBy,
 }
 
 impl<'a, 'e> Loader<'a, 'e> {
@@ -286,6 +303,18 @@ impl<'a, 'e> Loader<'a, 'e> {
                         continue;
                     }
                     first = Some(o.span);
+                    let key = field_key(field);
+                    if let Some((other, at)) = self.set_by.get(&key) {
+                        self.err(
+                            o.span,
+                            ErrorKind::Check(format!(
+                                "'{}' sets the same option as '{}' at line {}",
+                                o.name, other, at.line
+                            )),
+                        );
+                        continue;
+                    }
+                    self.set_by.insert(key, (o.name.clone(), o.span));
                     self.locs.insert(join(&self.path, name), o.span);
                     if let Err(message) = field.set(&o.value) {
                         self.err(
@@ -328,7 +357,14 @@ impl<'a, 'e> Loader<'a, 'e> {
         out
     }
 
-    fn child(&mut self, s: &'e SectionEntry, path: String, desc: String, target: &mut dyn Section) {
+    fn child(
+        &mut self,
+        s: &'e SectionEntry,
+        path: String,
+        desc: String,
+        target: &mut dyn Section,
+        inline: bool,
+    ) {
         self.locs.insert(path.clone(), s.span);
         let mut l = Loader {
             file: self.file,
@@ -339,9 +375,14 @@ impl<'a, 'e> Loader<'a, 'e> {
             path,
             errors: self.errors,
             locs: self.locs,
+            set_by: SetBy::new(),
         };
         target.visit(&mut l);
         l.report_unknown();
+        if inline {
+            let child = std::mem::take(&mut l.set_by);
+            self.set_by.extend(child);
+        }
     }
 
     fn single(
@@ -381,10 +422,10 @@ impl<'a, 'e> Loader<'a, 'e> {
             let path = join(&self.path, name);
             let desc = self.sub_desc(&s.keyword, None);
             if let Some(t) = target.take() {
-                self.child(s, path, desc, t);
+                self.child(s, path, desc, t, true);
             } else if let Some(o) = opt.take() {
                 let t = o.insert_default();
-                self.child(s, path, desc, t);
+                self.child(s, path, desc, t, true);
             }
         }
     }
@@ -558,7 +599,7 @@ impl<'a, 'e> Visitor for Loader<'a, 'e> {
             let path = format!("{}#{}", join(&self.path, name), r.len());
             let desc = self.sub_desc(&s.keyword, sname.as_deref());
             let target = r.push(sname);
-            self.child(s, path, desc, target);
+            self.child(s, path, desc, target, false);
         }
     }
 }
@@ -720,15 +761,6 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-    }
-
-    /// Whether the option at this relative path was written in the file.
-    pub fn is_set(&self, rel: &[&str]) -> bool {
-        let mut p = self.path.clone();
-        for part in rel {
-            p = join(&p, part);
-        }
-        self.locs.contains_key(&p)
     }
 
     /// Reports an error at the option `rel` (a path below the current

@@ -329,8 +329,8 @@ fn cross_field_checks() {
             &["e.conf:1:1: 'service lmtpd': a service needs path and arguments"],
         ),
         (
-            "smtps { daemon_address = { \"127.0.0.1:99999\" }; }",
-            &["e.conf:1:9: daemon_address '127.0.0.1:99999' is not host:port, :port or host"],
+            "smtps { start_action = wait; daemon_address = { \"127.0.0.1:99999\" }; }",
+            &["e.conf:1:30: daemon_address '127.0.0.1:99999' is not host:port, :port or host"],
         ),
     ]);
 }
@@ -349,6 +349,32 @@ fn errors_are_reported_all_at_once_in_file_order() {
             "e.conf:3:23: invalid value for 'remote_port': expected a number (decimal, 0x hexadecimal or 0 octal), found '-1'",
         ]
     );
+}
+
+#[test]
+fn one_option_set_under_two_names() {
+    check(&[
+        (
+            "qmgr {\n DSN_handling { max_errors_per_DSN = 17; }\n max_errors_per_DSN = 16; }",
+            &[
+                "e.conf:3:2: 'max_errors_per_DSN' sets the same option as 'max_errors_per_DSN' at line 2",
+            ],
+        ),
+        (
+            "smar { nameserver = 10.0.0.1; DNS { nameservers = { 10.0.0.2 }; } }",
+            &["e.conf:1:8: 'nameserver' sets the same option as 'nameservers' at line 1"],
+        ),
+        (
+            "smar { nameserver = 10.0.0.1;\n nameservers = 10.0.0.3; }",
+            &["e.conf:2:2: 'nameservers' sets the same option as 'nameserver' at line 1"],
+        ),
+        (
+            "smtps { daemon_address = :2525; }",
+            &[
+                "e.conf:1:9: set only one of daemon_address and pass_fd_socket: with daemon_address smtps listens itself, so start_action must be wait (found pass)",
+            ],
+        ),
+    ]);
 }
 
 #[test]

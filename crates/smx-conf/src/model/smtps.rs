@@ -427,14 +427,19 @@ impl Section for SmtpsConfig {
     }
 
     fn check(&self, c: &mut Checker<'_>) {
-        if self.daemon_address.is_empty() {
-            self.mcp.check(c);
-        } else {
-            // Listening on its own: MCP passes nothing.
-            if self.mcp.pass_fd_socket.is_some() && c.is_set(&["pass_fd_socket"]) {
+        self.mcp.check(c);
+        if !self.daemon_address.is_empty() {
+            // The seed: only one of daemon_address and pass_fd_socket. In
+            // smx the start_action says whether mcp passes a socket, so the
+            // rule is stated on it.
+            if self.mcp.start_action != StartAction::Wait {
                 c.error(
                     &["daemon_address"],
-                    "set only one of daemon_address and pass_fd_socket".into(),
+                    format!(
+                        "set only one of daemon_address and pass_fd_socket: with daemon_address \
+                         smtps listens itself, so start_action must be wait (found {})",
+                        self.mcp.start_action.as_str()
+                    ),
                 );
             }
             if self.daemon_address.len() > MAX_DAEMON_ADDRESSES {
