@@ -857,6 +857,7 @@ fn doc_section(section: &mut dyn Section, title: &str, doc: &str) -> String {
     let mut d = DocWalk {
         title: title.to_owned(),
         rows: Vec::new(),
+        flags: Vec::new(),
         subs: Vec::new(),
     };
     section.visit(&mut d);
@@ -880,6 +881,12 @@ fn doc_section(section: &mut dyn Section, title: &str, doc: &str) -> String {
             ));
         }
     }
+    for (option, flags) in &d.flags {
+        out.push_str(&format!("\nFlags of `{option}`:\n\n"));
+        for (name, doc) in flags.iter() {
+            out.push_str(&format!("* `{name}`: {}\n", doc.trim()));
+        }
+    }
     for s in d.subs {
         out.push_str(&s);
     }
@@ -889,6 +896,7 @@ fn doc_section(section: &mut dyn Section, title: &str, doc: &str) -> String {
 struct DocWalk {
     title: String,
     rows: Vec<(String, String, String, String)>,
+    flags: Vec<(String, &'static [(&'static str, &'static str)])>,
     subs: Vec<String>,
 }
 
@@ -898,12 +906,21 @@ fn cell(s: &str) -> String {
 
 impl Visitor for DocWalk {
     fn option(&mut self, name: &'static str, doc: &'static str, field: &mut dyn FieldValue) {
+        let flags = field.flag_docs();
+        let kind = if flags.is_empty() {
+            field.kind()
+        } else {
+            "flags (see below)".to_owned()
+        };
         self.rows.push((
             name.to_owned(),
-            field.kind(),
+            kind,
             field.render().unwrap_or_default(),
             doc.to_owned(),
         ));
+        if !flags.is_empty() {
+            self.flags.push((name.to_owned(), flags));
+        }
     }
 
     fn section(&mut self, name: &'static str, doc: &'static str, s: &mut dyn Section) {

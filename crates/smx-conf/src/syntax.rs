@@ -967,4 +967,148 @@ mod tests {
         assert!(parse_braced_body("rhs", "port=1;").is_err());
         assert!(parse_braced_body("rhs", "{ a = 1; } x").is_err());
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Prints a document in canonical form (test-only printer).
+        fn print(entries: &[Entry], out: &mut String) {
+            for e in entries {
+                match e {
+                    Entry::Option(o) => {
+                        out.push_str(&o.name);
+                        out.push_str(" = ");
+                        match &o.value {
+                            Value::Scalar(s) => out.push_str(&crate::value::quote(&s.text)),
+                            Value::List(items, _) => {
+                                out.push('{');
+                                for i in items {
+                                    out.push_str(&crate::value::quote(&i.text));
+                                    out.push_str(",\n");
+                                }
+                                out.push('}');
+                            }
+                        }
+                        out.push_str(";\n");
+                    }
+                    Entry::Section(sec) => {
+                        out.push_str(&sec.keyword);
+                        if let Some(n) = &sec.name {
+                            out.push(' ');
+                            out.push_str(&crate::value::quote(&n.text));
+                        }
+                        out.push_str(" {\n");
+                        print(&sec.entries, out);
+                        out.push_str("}\n");
+                    }
+                }
+            }
+        }
+
+        /// Structure without positions, for comparing documents.
+        fn shape(entries: &[Entry]) -> Vec<String> {
+            entries
+                .iter()
+                .map(|e| match e {
+                    Entry::Option(o) => match &o.value {
+                        Value::Scalar(s) => format!("{}={:?}", o.name, s.text),
+                        Value::List(items, _) => format!(
+                            "{}={:?}",
+                            o.name,
+                            items.iter().map(|i| i.text.clone()).collect::<Vec<_>>()
+                        ),
+                    },
+                    Entry::Section(sec) => format!(
+                        "{}[{:?}]{:?}",
+                        sec.keyword,
+                        sec.name.as_ref().map(|n| n.text.clone()),
+                        shape(&sec.entries)
+                    ),
+                })
+                .collect()
+        }
+
+        fn name() -> impl Strategy<Value = String> {
+            "[A-Za-z_][A-Za-z0-9_.-]{0,12}"
+        }
+
+        fn text() -> impl Strategy<Value = String> {
+            // Anything but NUL-free control characters is fine inside quotes.
+            "[a-zA-Z0-9 {};=,#\"\\\\\n\t\r%é→-]{0,20}"
+        }
+
+        fn entry() -> impl Strategy<Value = Entry> {
+            let scalar = |t: String| Scalar {
+                text: t,
+                quoted: true,
+                span: Span::default(),
+            };
+            let option = (
+                name(),
+                prop_oneof![
+                    text().prop_map(move |t| Value::Scalar(scalar(t))),
+                    prop::collection::vec(text(), 0..4).prop_map(move |v| Value::List(
+                        v.into_iter().map(scalar).collect(),
+                        Span::default()
+                    )),
+                ],
+            )
+                .prop_map(|(name, value)| {
+                    Entry::Option(OptionEntry {
+                        name,
+                        span: Span::default(),
+                        value,
+                    })
+                });
+            option.prop_recursive(4, 32, 6, move |inner| {
+                (
+                    name(),
+                    prop::option::of(text()),
+                    prop::collection::vec(inner, 0..6),
+                )
+                    .prop_map(move |(keyword, n, entries)| {
+                        Entry::Section(SectionEntry {
+                            keyword,
+                            name: n.map(scalar),
+                            span: Span::default(),
+                            entries,
+                        })
+                    })
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            #[test]
+            fn any_text_parses_or_fails_without_panic(s in "\\PC{0,300}") {
+                let _ = parse("p", &s);
+                let _ = parse_braced_body("p", &s);
+            }
+
+            #[test]
+            fn grammar_soup_parses_or_fails_without_panic(s in "[a-z0-9{};=,\"#\\\\ \n\té]{0,300}") {
+                match parse("p", &s) {
+                    Ok(_) => {}
+                    Err(errors) => {
+                        prop_assert!(!errors.is_empty() && errors.len() <= MAX_ERRORS);
+                        for e in errors {
+                            prop_assert!(e.location.span.line >= 1 && e.location.span.col >= 1);
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn printed_documents_parse_back_equal(entries in prop::collection::vec(entry(), 0..8)) {
+                let mut text = String::new();
+                print(&entries, &mut text);
+                match parse("p", &text) {
+                    Ok(doc) => prop_assert_eq!(shape(&doc.entries), shape(&entries), "{}", text),
+                    Err(e) => prop_assert!(false, "{:?}\n{}", e, text),
+                }
+            }
+        }
+    }
 }

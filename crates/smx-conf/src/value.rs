@@ -104,6 +104,11 @@ pub trait FieldValue {
     fn render(&self) -> Option<String>;
     /// Type description.
     fn kind(&self) -> String;
+    /// For flag sets: each flag's name and description (for the reference
+    /// documentation); empty for other types.
+    fn flag_docs(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
 }
 
 impl<T: ConfValue> FieldValue for T {
@@ -759,6 +764,9 @@ macro_rules! conf_flags {
                 let names: Vec<&str> = Self::NAMES.iter().map(|n| n.0).collect();
                 format!("flags: {}", names.join(", "))
             }
+            fn flag_docs(&self) -> &'static [(&'static str, &'static str)] {
+                Self::NAMES
+            }
         }
     };
 }
@@ -924,5 +932,63 @@ mod tests {
             FieldValue::render(&Demo::default()).as_deref(),
             Some("{ no_alpha, beta, no_noplaintext }")
         );
+    }
+
+    mod props {
+        use super::super::*;
+        use super::sc;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn numbers_round_trip_in_every_base(n in any::<u64>()) {
+                prop_assert_eq!(parse_u64(&n.to_string()), Ok(n));
+                prop_assert_eq!(parse_u64(&format!("0x{n:x}")), Ok(n));
+                prop_assert_eq!(parse_u64(&format!("0{n:o}")), Ok(n));
+            }
+
+            #[test]
+            fn times_round_trip(us in 0u64..(100 * 365 * 86_400 * 1_000_000)) {
+                let t = Time(std::time::Duration::from_micros(us));
+                let text = t.render_scalar();
+                let text = text.trim_matches('"');
+                prop_assert_eq!(Time::parse_scalar(&sc(text)), Ok(t));
+                prop_assert_eq!(MicroTime::parse_scalar(&sc(text)), Ok(MicroTime(t.0)));
+            }
+
+            #[test]
+            fn sizes_round_trip(b in any::<u64>()) {
+                let text = Size(b).render_scalar();
+                prop_assert_eq!(Size::parse_scalar(&sc(&text)), Ok(Size(b)));
+                prop_assert_eq!(KbSize::parse_scalar(&sc(&text)), Ok(KbSize(b)));
+            }
+
+            #[test]
+            fn value_parsers_never_panic(t in "\\PC{0,40}") {
+                let _ = parse_u64(&t);
+                let _ = parse_bool(&t);
+                let _ = Time::parse_scalar(&sc(&t));
+                let _ = Size::parse_scalar(&sc(&t));
+                let _ = KbSize::parse_scalar(&sc(&t));
+                let _ = f64::parse_scalar(&sc(&t));
+                let _ = IpAddr::parse_scalar(&sc(&t));
+            }
+
+            #[test]
+            fn quoted_strings_round_trip(t in "\\PC{0,40}") {
+                let text = format!("x = {};", quote(&t));
+                let doc = crate::syntax::parse("p", &text);
+                match doc {
+                    Ok(d) => match &d.entries[..] {
+                        [crate::syntax::Entry::Option(o)] => match &o.value {
+                            Value::Scalar(s) => prop_assert_eq!(&s.text, &t),
+                            v => prop_assert!(false, "{:?}", v),
+                        },
+                        e => prop_assert!(false, "{:?}", e),
+                    },
+                    Err(e) => prop_assert!(false, "{:?} for {:?}", e, text),
+                }
+            }
+        }
     }
 }

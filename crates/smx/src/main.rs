@@ -156,9 +156,11 @@ fn run(path: Option<&Path>) -> ExitCode {
 }
 
 fn start(config: &smx_conf::Config) -> anyhow::Result<ExitCode> {
+    // The supervisor has no section of its own; it logs at the recommended
+    // level (seed 3.5).
     let _log = smx_log::init(&smx_log::LogSettings {
         component: "mcp".into(),
-        level: config.qmgr.log_level,
+        level: 9,
         destination: smx_log::Destination::Stderr,
     })
     .context("cannot start logging")?;
