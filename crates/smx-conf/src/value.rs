@@ -471,29 +471,37 @@ fn render_time(d: std::time::Duration) -> String {
     if s.contains(' ') { quote(&s) } else { s }
 }
 
-impl ScalarValue for Time {
-    fn parse_scalar(s: &Scalar) -> Result<Self, String> {
-        parse_time(s, 1_000_000).map(Time)
-    }
-    fn render_scalar(&self) -> String {
-        render_time(self.0)
-    }
-    fn scalar_kind() -> String {
-        "time (units w d h m s; default s)".into()
-    }
+/// Implements [`ScalarValue`] for a newtype over a unit-bearing number.
+macro_rules! unit_value {
+    ($t:ident, $parse:ident, $default_unit:expr, $render:ident, $kind:literal) => {
+        impl ScalarValue for $t {
+            fn parse_scalar(s: &Scalar) -> Result<Self, String> {
+                $parse(s, $default_unit).map($t)
+            }
+            fn render_scalar(&self) -> String {
+                $render(self.0)
+            }
+            fn scalar_kind() -> String {
+                $kind.into()
+            }
+        }
+    };
 }
 
-impl ScalarValue for MicroTime {
-    fn parse_scalar(s: &Scalar) -> Result<Self, String> {
-        parse_time(s, 1).map(MicroTime)
-    }
-    fn render_scalar(&self) -> String {
-        render_time(self.0)
-    }
-    fn scalar_kind() -> String {
-        "time (units w d h m s ms us; default us)".into()
-    }
-}
+unit_value!(
+    Time,
+    parse_time,
+    1_000_000,
+    render_time,
+    "time (units w d h m s; default s)"
+);
+unit_value!(
+    MicroTime,
+    parse_time,
+    1,
+    render_time,
+    "time (units w d h m s ms us; default us)"
+);
 
 /// A size in bytes. Bare numbers are bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -537,39 +545,30 @@ fn parse_size(s: &Scalar, default_unit: u128) -> Result<u64, String> {
 }
 
 fn render_size(b: u64) -> String {
-    // One exact unit reads best; fall back to a sequence.
-    for (name, factor) in SIZE_UNITS {
-        if u128::from(b) % factor == 0 && b != 0 {
-            return format!("{}{}", u128::from(b) / factor, name);
-        }
-    }
-    let s = render_units(u128::from(b), SIZE_UNITS, "0B");
-    if s.contains(' ') { quote(&s) } else { s }
+    // The largest unit that divides the value exactly (bytes always do).
+    let b = u128::from(b);
+    let (name, factor) = SIZE_UNITS
+        .iter()
+        .find(|(_, f)| b != 0 && b % f == 0)
+        .copied()
+        .unwrap_or(("B", 1));
+    format!("{}{}", b / factor, name)
 }
 
-impl ScalarValue for Size {
-    fn parse_scalar(s: &Scalar) -> Result<Self, String> {
-        parse_size(s, 1).map(Size)
-    }
-    fn render_scalar(&self) -> String {
-        render_size(self.0)
-    }
-    fn scalar_kind() -> String {
-        "size (units B KB MB GB; default B)".into()
-    }
-}
-
-impl ScalarValue for KbSize {
-    fn parse_scalar(s: &Scalar) -> Result<Self, String> {
-        parse_size(s, 1024).map(KbSize)
-    }
-    fn render_scalar(&self) -> String {
-        render_size(self.0)
-    }
-    fn scalar_kind() -> String {
-        "size (units B KB MB GB; default KB)".into()
-    }
-}
+unit_value!(
+    Size,
+    parse_size,
+    1,
+    render_size,
+    "size (units B KB MB GB; default B)"
+);
+unit_value!(
+    KbSize,
+    parse_size,
+    1024,
+    render_size,
+    "size (units B KB MB GB; default KB)"
+);
 
 /// A list of words, written either as a list or as one space-separated
 /// string (`trusted_mechanisms = "CRAM-MD5 DIGEST-MD5";`).
