@@ -22,7 +22,9 @@ const COMPONENTS: &[&str] = &[
     "smx-smar",
     "smx-lda",
 ];
-const BINARY: &str = "smx";
+/// The binary, and the benchmarks and harnesses beside it, on top of
+/// everything.
+const TOP: &[&str] = &["smx", "smx-bench"];
 
 fn rank(name: &str) -> Option<usize> {
     if let Some(i) = ORDERED.iter().position(|n| *n == name) {
@@ -31,7 +33,7 @@ fn rank(name: &str) -> Option<usize> {
     if COMPONENTS.contains(&name) {
         return Some(ORDERED.len());
     }
-    (name == BINARY).then_some(ORDERED.len() + 1)
+    TOP.contains(&name).then_some(ORDERED.len() + 1)
 }
 
 #[test]
