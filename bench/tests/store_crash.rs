@@ -212,7 +212,7 @@ fn acknowledged_in(dir: &std::path::Path, kills: u64, seed: u64) {
         let finish: Vec<&ibdb::OpenTransaction> = recovery
             .open
             .iter()
-            .filter(|o| rng.range(0, 4) != 0)
+            .filter(|_| rng.range(0, 4) != 0)
             .collect();
         let mut records = Vec::new();
         for o in &finish {
