@@ -43,7 +43,7 @@
 //! disk work overlap. A single writer is never delayed, and when the load
 //! drops, one batch waits for the delay and the target follows the new
 //! batch size. (Measured with 100 writer threads on a loaded two-core
-//! ext4 machine, see the `ibdb_throughput` test: waiting for all N gave
+//! ext4 machine (`bench/src/bin/store_bench.rs` measures it): waiting for all N gave
 //! 45–85k commits/s, half 90–100k, and writing whatever is waiting at
 //! once about the same as half but with more syncs.)
 //!
