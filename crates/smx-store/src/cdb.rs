@@ -151,16 +151,7 @@ pub const READ_BUFFER: usize = 64 * 1024;
 /// Number of subdirectories.
 pub const SUBDIRS: usize = 16;
 
-/// Whether retrying an operation can succeed (ARCHITECTURE.md, STYLE.md
-/// habit 4). Defined here until a shared place for it exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorClass {
-    /// Retry later: the problem is a resource (disk space, I/O, file
-    /// descriptors) or something an operator can fix. SMTP 4xx.
-    Temporary,
-    /// Retrying the same operation cannot succeed. SMTP 5xx.
-    Permanent,
-}
+pub use crate::ErrorClass;
 
 /// The file system operation that failed, for [`CdbError::Io`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -34,7 +34,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::cdb::ErrorClass;
+use crate::ErrorClass;
 
 /// Whether mail may be accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -475,6 +475,10 @@ impl Section for SmtpsConfig {
                 "max_message_size must be at least 64KB".into(),
             );
         }
+        if self.cdb_gid == Some(u32::MAX) {
+            // chown(2) reads -1 as "leave the group alone".
+            c.error(&["CDB_gid"], "CDB_gid 4294967295 is not a group id".into());
+        }
         if self.max_hops == 0 {
             c.error(&["max_hops"], "max_hops must be at least 1".into());
         }

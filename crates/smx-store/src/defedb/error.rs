@@ -6,18 +6,7 @@ use std::path::PathBuf;
 use crate::envelope::CodecError;
 use crate::id::{RecipientId, TransactionId};
 
-/// Whether retrying can help. Will move to a crate shared by all
-/// components; kept here until that crate exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorClass {
-    /// Retry later: the condition may clear (I/O error, disk full, the
-    /// database held by another process).
-    Temporary,
-    /// Retrying the same operation fails the same way; an operator must
-    /// look (wrong file, unknown format, damaged data, an entry too large to
-    /// store).
-    Permanent,
-}
+pub use crate::ErrorClass;
 
 /// Why an entry of the `recipients` table could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::format::{FrameError, HeaderError, RecordError};
-use crate::defedb::ErrorClass;
+use crate::ErrorClass;
 use crate::envelope::CodecError;
 
 /// What went wrong in IBDB. Cloneable, because the error of a failed group
