@@ -455,16 +455,9 @@ fn parse_time(s: &Scalar, default_unit_us: u128) -> Result<std::time::Duration, 
     Ok(std::time::Duration::from_micros(us))
 }
 
-/// Time units used when printing (weeks are not used: `14d` reads better
-/// than `2w`).
-const PRINT_TIME_UNITS: &[(&str, u128)] = &[
-    ("d", 86_400 * 1_000_000),
-    ("h", 3_600 * 1_000_000),
-    ("m", 60 * 1_000_000),
-    ("s", 1_000_000),
-    ("ms", 1_000),
-    ("us", 1),
-];
+/// Time units used when printing: all but weeks (`14d` reads better than
+/// `2w`).
+const PRINT_TIME_UNITS: &[(&str, u128)] = TIME_UNITS.split_at(1).1;
 
 fn render_time(d: std::time::Duration) -> String {
     let s = render_units(d.as_micros(), PRINT_TIME_UNITS, "0s");
