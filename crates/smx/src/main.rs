@@ -2,7 +2,8 @@
 //!
 //! Subcommands dispatch to the component crates; this file only parses the
 //! command line, loads the configuration and maps errors to exit codes
-//! (sysexits.h: 0 success and --help, 64 usage, 66 no input, 69 unavailable, 78 configuration).
+//! (sysexits.h: 0 success and --help, 64 usage, 65 bad data, 66 no input,
+//! 69 unavailable, 73 cannot create, 78 configuration).
 
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
@@ -11,6 +12,10 @@ use std::process::ExitCode;
 
 /// Exit code for a command-line usage error (EX_USAGE).
 const EX_USAGE: u8 = 64;
+/// Exit code for bad input data (EX_DATAERR).
+const EX_DATAERR: u8 = 65;
+/// Exit code for an output file that cannot be created (EX_CANTCREAT).
+const EX_CANTCREAT: u8 = 73;
 /// Exit code for a configuration error (EX_CONFIG).
 const EX_CONFIG: u8 = 78;
 /// Exit code for an unreadable input file (EX_NOINPUT).
@@ -51,6 +56,16 @@ enum Command {
         #[arg(long, hide = true)]
         reference: bool,
     },
+    /// Build a cdb map from a text map (the seed's createmap): one
+    /// `KEY VALUE` per line, `#` comments; keys are lower-cased; the first of
+    /// duplicate keys wins. The output is replaced atomically.
+    Makemap {
+        /// The text map; `-` or nothing reads standard input.
+        input: Option<PathBuf>,
+        /// The cdb file to write; default: INPUT.cdb.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +96,60 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             conf_check(config.as_deref(), verbose)
+        }
+        Command::Makemap { input, output } => makemap(input.as_deref(), output.as_deref()),
+    }
+}
+
+fn makemap(input: Option<&Path>, output: Option<&Path>) -> ExitCode {
+    use std::io::Read;
+    let input = input.filter(|p| p.as_os_str() != "-");
+    let output = match (output, input) {
+        (Some(o), _) => o.to_path_buf(),
+        (None, Some(i)) => {
+            let mut o = i.as_os_str().to_owned();
+            o.push(".cdb");
+            PathBuf::from(o)
+        }
+        (None, None) => {
+            eprintln!("smx makemap: reading standard input needs -o FILE");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let mut bytes = Vec::new();
+    let read = match input {
+        Some(p) => std::fs::File::open(p).and_then(|mut f| f.read_to_end(&mut bytes)),
+        None => std::io::stdin().lock().read_to_end(&mut bytes),
+    };
+    let name = input
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "<stdin>".to_owned());
+    if let Err(e) = read {
+        eprintln!("smx makemap: cannot read {name}: {e}");
+        return ExitCode::from(EX_NOINPUT);
+    }
+    match smx_maps::makemap::build(&bytes, input, &output) {
+        Ok(report) => {
+            for line in &report.duplicates {
+                eprintln!("{name}:{line}: duplicate key ignored (the first one wins)");
+            }
+            println!("{} entries written to {}", report.entries, output.display());
+            ExitCode::SUCCESS
+        }
+        Err(smx_maps::MapError::Syntax { errors, .. }) => {
+            for e in &errors {
+                eprintln!("{name}:{}: {}", e.line, e.reason);
+            }
+            eprintln!(
+                "smx makemap: {} bad line(s), {} not written",
+                errors.len(),
+                output.display()
+            );
+            ExitCode::from(EX_DATAERR)
+        }
+        Err(e) => {
+            eprintln!("smx makemap: {e}");
+            ExitCode::from(EX_CANTCREAT)
         }
     }
 }
