@@ -70,6 +70,11 @@ pub fn decode(buf: &[u8], max: usize) -> Result<Decoded<'_>, NetstringError> {
     if digits == 0 || buf[digits] != b':' {
         return Err(NetstringError::BadLength);
     }
+    // A length has no leading zeros ("0:," is the empty netstring, "03:" is
+    // not a netstring): one payload has exactly one encoding.
+    if digits > 1 && buf[0] == b'0' {
+        return Err(NetstringError::BadLength);
+    }
     // At most ten ASCII digits: fits in a u64.
     let len = buf[..digits]
         .iter()
@@ -188,12 +193,16 @@ mod tests {
                 }),
             ),
             (
-                b"003:abc,rest",
+                b"3:abc,rest",
                 Ok(Decoded::Complete {
                     payload: b"abc",
-                    consumed: 8,
+                    consumed: 6,
                 }),
             ),
+            // "Extra zeros at the front of [len] are prohibited" (djb's
+            // netstring specification); found by fuzzing.
+            (b"003:abc,rest", Err(NetstringError::BadLength)),
+            (b"00:,", Err(NetstringError::BadLength)),
             (b":abc,", Err(NetstringError::BadLength)),
             (b"3abc,", Err(NetstringError::BadLength)),
             (b"-3:abc,", Err(NetstringError::BadLength)),
