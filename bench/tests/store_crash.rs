@@ -1,4 +1,5 @@
-//! Crash test of the durable queue: a child process commits transactions
+//! Crash test of the durable queue under process death: a child process
+//! commits transactions
 //! (content in CDB, then the envelope in IBDB) from several threads and is
 //! killed with SIGKILL at random moments, at least 200 times. After every
 //! kill, recovery must return every transaction whose commit was
@@ -47,7 +48,10 @@ fn acknowledged_transactions_survive_sigkill() {
             | 1
     });
     eprintln!("store crash test: {kills} kills, SMX_CRASH_SEED={seed}");
-    // A real disk (not tmpfs): the test is about fsync.
+    // A real disk (not tmpfs), so that the file system paths are the real
+    // ones. SIGKILL keeps the page cache, so this tests recovery and the
+    // acknowledgement logic under process death; it cannot prove that an
+    // fsync is there (power loss is not simulated).
     let dir = tempfile::Builder::new()
         .prefix("store-crash-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))

@@ -345,6 +345,15 @@ impl FileHeader {
             return Err(HeaderError::Magic);
         }
         if b[8] != FORMAT_VERSION {
+            // A version-1 header whose version byte alone was damaged is
+            // damage, not a newer format: with the byte put back its
+            // checksum matches.
+            let mut v1 = [0u8; 40];
+            v1.copy_from_slice(&b[0..40]);
+            v1[8] = FORMAT_VERSION;
+            if crc32c::crc32c(&v1) == be32(&b[40..44]) {
+                return Err(HeaderError::Checksum);
+            }
             return Err(HeaderError::Version(b[8]));
         }
         if crc32c::crc32c(&b[0..40]) != be32(&b[40..44]) {
@@ -678,8 +687,13 @@ mod tests {
         let mut m = b;
         m[0] = b'X';
         assert_eq!(FileHeader::decode(&m), Err(HeaderError::Magic));
+        // A flipped version byte in a version-1 header is damage...
         let mut v = b;
         v[8] = 2;
+        assert_eq!(FileHeader::decode(&v), Err(HeaderError::Checksum));
+        // ...while a consistent header of another version is a newer format.
+        let crc = crc32c::crc32c(&v[0..40]).to_be_bytes();
+        v[40..44].copy_from_slice(&crc);
         assert_eq!(FileHeader::decode(&v), Err(HeaderError::Version(2)));
         for i in 9..44 {
             let mut c = b;

@@ -246,6 +246,8 @@ pub const DEFAULT_MAX_OPEN_TAS: usize = 1024;
 /// Largest [`Options::max_commit_delay`] accepted (the configuration
 /// allows 1 s).
 pub const MAX_COMMIT_DELAY_LIMIT: Duration = Duration::from_secs(3600);
+/// Largest [`Options::prealloc_chunk`] accepted: 1 GiB.
+pub const MAX_PREALLOC_CHUNK: u64 = 1 << 30;
 /// Default of [`Options::prealloc_chunk`]: 1 MiB.
 pub const DEFAULT_PREALLOC_CHUNK: u64 = 1 << 20;
 
@@ -506,6 +508,9 @@ impl Ibdb {
         }
         if opts.size == 0 {
             return Err(IbdbError::Options("size must be at least 1 byte"));
+        }
+        if opts.prealloc_chunk > MAX_PREALLOC_CHUNK {
+            return Err(IbdbError::Options("prealloc_chunk must be at most 1 GiB"));
         }
         if opts.max_commit_delay > MAX_COMMIT_DELAY_LIMIT {
             return Err(IbdbError::Options(
