@@ -1,7 +1,7 @@
 //! Crash test of the durable queue under process death: a child process
-//! commits transactions
-//! (content in CDB, then the envelope in IBDB) from several threads and is
-//! killed with SIGKILL at random moments, at least 200 times. After every
+//! commits transactions (content in CDB, then the envelope in IBDB) from
+//! several threads and is killed with SIGKILL at random moments, at least
+//! 200 times. After every
 //! kill, recovery must return every transaction whose commit was
 //! acknowledged, with all its recipients and intact content; a transaction
 //! acknowledged as closed must not come back (one whose close was under way
