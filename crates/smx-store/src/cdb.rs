@@ -338,16 +338,18 @@ impl Cdb {
     /// this returns.
     pub fn open(base: impl Into<PathBuf>, opts: CdbOptions) -> Result<Cdb, CdbError> {
         let base = base.into();
-        if ensure_dir(&base)?
-            && let Some(parent) = base.parent().filter(|p| !p.as_os_str().is_empty())
-        {
+        ensure_dir(&base)?;
+        // Synced at every open, not only when this run created the
+        // directories: a crash between an earlier mkdir and its sync would
+        // otherwise leave the entries undurable for good. Two fsyncs per
+        // process start.
+        if let Some(parent) = base.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_dir_path(parent)?;
         }
         let mut dirs = Vec::with_capacity(SUBDIRS);
-        let mut created = false;
         for digit in 0..SUBDIRS {
             let path = base.join(subdir_name(digit));
-            created |= ensure_dir(&path)?;
+            ensure_dir(&path)?;
             let handle = open_dir(&path)?;
             dirs.push(Subdir {
                 path,
@@ -355,9 +357,7 @@ impl Cdb {
                 group: GroupSync::default(),
             });
         }
-        if created {
-            sync_dir_path(&base)?;
-        }
+        sync_dir_path(&base)?;
         Ok(Cdb {
             inner: Arc::new(Inner {
                 base,

@@ -356,6 +356,14 @@ impl Writer {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| IbdbError::io(&dir, "create directory", e))?;
+        // The directory's own entry must be durable before anything in it
+        // is acknowledged; synced at every open (a crash right after an
+        // earlier mkdir would otherwise leave it undurable).
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)
+                .and_then(|p| p.sync_all())
+                .map_err(|e| IbdbError::io(parent, "fsync parent directory", e))?;
+        }
         let dir_file = File::open(&dir).map_err(|e| IbdbError::io(&dir, "open directory", e))?;
         let lock_path = dir.join(LOCK_NAME);
         let lock = OpenOptions::new()
