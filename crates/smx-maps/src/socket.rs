@@ -316,19 +316,33 @@ mod tests {
         }
     }
 
-    fn unix_server(one_shot: bool) -> (tempfile::TempDir, PathBuf, Arc<AtomicUsize>) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("map.sock");
-        let listener = UnixListener::bind(&path).expect("bind");
+    /// Serves every connection of `incoming` on its own thread; returns
+    /// the request counter.
+    fn spawn_server<S, I>(incoming: I, one_shot: bool) -> Arc<AtomicUsize>
+    where
+        S: Read + Write + Send + 'static,
+        I: Iterator<Item = std::io::Result<S>> + Send + 'static,
+    {
         let requests = Arc::new(AtomicUsize::new(0));
         let r = Arc::clone(&requests);
         std::thread::spawn(move || {
-            for s in listener.incoming() {
+            for s in incoming {
                 let Ok(s) = s else { return };
                 let r = Arc::clone(&r);
                 std::thread::spawn(move || serve(s, one_shot, &r));
             }
         });
+        requests
+    }
+
+    fn unix_server(one_shot: bool) -> (tempfile::TempDir, PathBuf, Arc<AtomicUsize>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("map.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let requests = spawn_server(
+            std::iter::from_fn(move || Some(listener.accept().map(|(s, _)| s))),
+            one_shot,
+        );
         (dir, path, requests)
     }
 
@@ -392,15 +406,10 @@ mod tests {
     fn inet_socket() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let requests = Arc::new(AtomicUsize::new(0));
-        let r = Arc::clone(&requests);
-        std::thread::spawn(move || {
-            for s in listener.incoming() {
-                let Ok(s) = s else { return };
-                let r = Arc::clone(&r);
-                std::thread::spawn(move || serve(s, false, &r));
-            }
-        });
+        let requests = spawn_server(
+            std::iter::from_fn(move || Some(listener.accept().map(|(s, _)| s))),
+            false,
+        );
         let m = SocketMap::new(Endpoint::Inet(addr), "testmap", Duration::from_secs(2));
         assert_eq!(m.lookup("a").expect("ok").as_deref(), Some("value-of-a"));
         assert_eq!(m.lookup("b").expect("ok").as_deref(), Some("value-of-b"));

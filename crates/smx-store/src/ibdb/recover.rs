@@ -638,41 +638,51 @@ fn read_upto(file: &File, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Whether `from..to` holds only zeros (stops at the first other byte).
-fn all_zero(file: &File, from: u64, to: u64) -> io::Result<bool> {
+/// Reads `from..to` in blocks of [`SCAN_BLOCK`] and hands each block and
+/// its offset to `f`, until the range or the file ends or `f` breaks.
+fn for_each_block(
+    file: &File,
+    from: u64,
+    to: u64,
+    mut f: impl FnMut(u64, &[u8]) -> std::ops::ControlFlow<()>,
+) -> io::Result<()> {
     let mut block = vec![0u8; SCAN_BLOCK];
     let mut at = from;
     while at < to {
         let want = usize::try_from(to - at).map_or(SCAN_BLOCK, |n| n.min(SCAN_BLOCK));
         let n = read_upto(file, at, &mut block[..want])?;
-        if n == 0 {
+        if n == 0 || f(at, &block[..n]).is_break() {
             break;
-        }
-        if block[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
         }
         at += n as u64;
     }
-    Ok(true)
+    Ok(())
+}
+
+/// Whether `from..to` holds only zeros (stops at the first other byte).
+fn all_zero(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut zero = true;
+    for_each_block(file, from, to, |_, block| {
+        zero = block.iter().all(|&b| b == 0);
+        if zero {
+            std::ops::ControlFlow::Continue(())
+        } else {
+            std::ops::ControlFlow::Break(())
+        }
+    })?;
+    Ok(zero)
 }
 
 /// How many bytes of `from..to` lead up to and include the last non-zero
 /// byte (0 if all are zero).
 fn nonzero_extent(file: &File, from: u64, to: u64) -> io::Result<u64> {
-    let mut block = vec![0u8; SCAN_BLOCK];
     let mut last = None;
-    let mut at = from;
-    while at < to {
-        let want = usize::try_from(to - at).map_or(SCAN_BLOCK, |n| n.min(SCAN_BLOCK));
-        let n = read_upto(file, at, &mut block[..want])?;
-        if n == 0 {
-            break;
-        }
-        if let Some(i) = block[..n].iter().rposition(|&b| b != 0) {
+    for_each_block(file, from, to, |at, block| {
+        if let Some(i) = block.iter().rposition(|&b| b != 0) {
             last = Some(at + i as u64);
         }
-        at += n as u64;
-    }
+        std::ops::ControlFlow::Continue(())
+    })?;
     Ok(last.map_or(0, |l| l + 1 - from))
 }
 
