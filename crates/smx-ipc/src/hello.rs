@@ -36,6 +36,10 @@ pub enum ServiceName {
     SmtpsQmgr,
     /// smtps → smar: policy checks ([`crate::smtps_smar`]).
     SmtpsSmar,
+    /// qmgr → smar: routing and alias expansion ([`crate::qmgr_smar`]).
+    QmgrSmar,
+    /// qmgr → smtpc: delivery transactions ([`crate::qmgr_smtpc`]).
+    QmgrSmtpc,
 }
 
 impl std::fmt::Display for ServiceName {
@@ -43,6 +47,8 @@ impl std::fmt::Display for ServiceName {
         f.write_str(match self {
             ServiceName::SmtpsQmgr => "smtps-qmgr",
             ServiceName::SmtpsSmar => "smtps-smar",
+            ServiceName::QmgrSmar => "qmgr-smar",
+            ServiceName::QmgrSmtpc => "qmgr-smtpc",
         })
     }
 }

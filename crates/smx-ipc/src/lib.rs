@@ -9,6 +9,8 @@
 //! | [`types`] | plain data shared by the links: ids, SMTP replies |
 //! | [`smtps_qmgr`] | the smtps → qmgr link (sessions, transactions, throttling) |
 //! | [`smtps_smar`] | the smtps → smar link (policy checks) |
+//! | [`qmgr_smar`] | the qmgr → smar link (routing, alias expansion) |
+//! | [`qmgr_smtpc`] | the qmgr → smtpc link (delivery transactions) |
 //! | [`fd`] | passing file descriptors (listening sockets) with `SCM_RIGHTS` |
 //!
 //! # Wire format, protocol version 1 ([`PROTOCOL_VERSION`])
@@ -69,6 +71,8 @@ pub mod fd;
 pub mod frame;
 pub mod hello;
 pub mod link;
+pub mod qmgr_smar;
+pub mod qmgr_smtpc;
 pub mod smtps_qmgr;
 pub mod smtps_smar;
 pub mod types;

@@ -86,7 +86,12 @@ fn reply() -> impl Strategy<Value = SmtpReply> {
 }
 
 fn service() -> impl Strategy<Value = ServiceName> {
-    prop_oneof![Just(ServiceName::SmtpsQmgr), Just(ServiceName::SmtpsSmar)]
+    prop_oneof![
+        Just(ServiceName::SmtpsQmgr),
+        Just(ServiceName::SmtpsSmar),
+        Just(ServiceName::QmgrSmar),
+        Just(ServiceName::QmgrSmtpc)
+    ]
 }
 
 fn smtps_request() -> impl Strategy<Value = SmtpsRequest> {

@@ -1,0 +1,1 @@
+//! The qmgr → smar link: routing and alias expansion (to be defined).

@@ -1,0 +1,1 @@
+//! The qmgr → smtpc link: delivery transactions (to be defined).
