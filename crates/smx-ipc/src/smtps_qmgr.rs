@@ -9,6 +9,7 @@
 //! | [`SmtpsRequest::Commit`] | the end of DATA/BDAT: content is in CDB | [`QmgrReply::Committed`] (envelope durable: smtps may say 250), [`QmgrReply::TempFail`], [`QmgrReply::PermFail`] |
 //! | [`SmtpsRequest::Abort`] | RSET, QUIT or a lost client after MAIL | [`QmgrReply::Done`] |
 //! | [`SmtpsRequest::CloseSession`] | the session ended | [`QmgrReply::Done`] |
+//! | [`SmtpsRequest::Etrn`] | ETRN (RFC 1985): run the queue for a node | [`QmgrReply::Done`] (a queue run started: 250), [`QmgrReply::TempFail`] (458/459) |
 //!
 //! Notices: [`QmgrNotice::Throttle`] / [`QmgrNotice::Unthrottle`] (seed 9.1:
 //! qmgr slows smtps down when the queue, disk or memory runs short).
@@ -58,6 +59,14 @@ pub enum SmtpsRequest {
     CloseSession {
         /// The session.
         session: SessionId,
+    },
+    /// ETRN: start delivery attempts for the deferred mail of a domain.
+    Etrn {
+        /// The session.
+        session: SessionId,
+        /// The ETRN argument as sent (`domain`, `@domain` for subdomains
+        /// too, `#queue` for a named queue).
+        node: String,
     },
 }
 
@@ -122,7 +131,7 @@ pub enum QmgrReply {
     TempFail(SmtpReply),
     /// Not taken, never will be; answer the client with this 5xx reply.
     PermFail(SmtpReply),
-    /// Acknowledges `Abort` and `CloseSession`.
+    /// Acknowledges `Abort`, `CloseSession` and `Etrn`.
     Done,
 }
 

@@ -63,6 +63,41 @@ pub enum SmarRequest {
         /// The client's address.
         client_ip: IpAddr,
     },
+    /// RCPT check with what smtps knows about the session (seed 3.12.2):
+    /// the connect verdict (`quick:ok`, `relay`, ...) and whether relaying
+    /// is allowed by other means (AUTH, STARTTLS). smar answers as for
+    /// [`SmarRequest::RcptCheck`] (for which it recomputes the connect
+    /// verdict itself from `client_ip`). With `delay_checks` smar does not
+    /// reject at connect or MAIL unless the entry says `quick:`; it re-runs
+    /// those checks here, and a `quick:ok` or `quick:relay` `to:` entry
+    /// overrides their rejection.
+    RcptCheckInSession {
+        /// The forward path without angle brackets.
+        rcpt: String,
+        /// The reverse path of the transaction.
+        sender: String,
+        /// The client's address.
+        client_ip: IpAddr,
+        /// smar's answer to the session's `ConnectCheck`, if one was made.
+        session: Option<SmarReply>,
+        /// Relaying is allowed by AUTH or a STARTTLS certificate.
+        relay_allowed: bool,
+    },
+    /// May a client with this TLS certificate relay (tags `certissuer:`,
+    /// `certsubject:`)? `Relay` allows relaying for the session.
+    CertCheck {
+        /// The DN of the issuer of the presented certificate.
+        issuer: String,
+        /// The DN of the presented certificate.
+        subject: String,
+    },
+    /// Is this EHLO/HELO argument acceptable (tag `ehlo:`)?
+    EhloCheck {
+        /// The EHLO/HELO argument.
+        helo: String,
+        /// The client's address.
+        client_ip: IpAddr,
+    },
 }
 
 /// smar's verdict.

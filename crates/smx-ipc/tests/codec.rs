@@ -140,6 +140,7 @@ fn smtps_request() -> impl Strategy<Value = SmtpsRequest> {
             transaction
         }),
         session().prop_map(|session| SmtpsRequest::CloseSession { session }),
+        (session(), "[ -~]{0,64}").prop_map(|(session, node)| SmtpsRequest::Etrn { session, node }),
     ]
 }
 
