@@ -15,6 +15,7 @@
 //! | `AUTH` | MAIL | xtext mailbox, or `<>` | 4954 |
 //! | `BY` | MAIL | `[+-]1*9DIGIT ";" (N / R) [T]` | 2852 |
 //! | `XVERP` | MAIL | none, or two delimiter characters | Postfix |
+//! | `PRDR` | MAIL | none | draft-hall-prdr |
 //! | `NOTIFY` | RCPT | `NEVER`, or a list of `SUCCESS`, `FAILURE`, `DELAY` | 3461 |
 //! | `ORCPT` | RCPT | `addr-type ";" xtext`, at most 500 octets as written | 3461, 6533 |
 //!
@@ -176,6 +177,9 @@ pub struct MailParams {
     pub by: Option<DeliverBy>,
     /// XVERP.
     pub xverp: Option<Xverp>,
+    /// PRDR: the client wants per-recipient replies after the data
+    /// (draft-hall-prdr).
+    pub prdr: bool,
 }
 
 /// NOTIFY (RFC 3461 4.1).
@@ -295,6 +299,11 @@ impl MailParams {
                     };
                     p.xverp = Some(Xverp { delimiters });
                 }
+                "PRDR" => {
+                    dup(p.prdr, "PRDR")?;
+                    none(value, "PRDR")?;
+                    p.prdr = true;
+                }
                 _ => return Err(ParamError::Unknown { keyword: key }),
             }
         }
@@ -377,6 +386,9 @@ impl fmt::Display for MailParams {
             if let Some([a, b]) = x.delimiters {
                 write!(f, "={}{}", char::from(a), char::from(b))?;
             }
+        }
+        if self.prdr {
+            f.write_str(" PRDR")?;
         }
         Ok(())
     }

@@ -707,12 +707,14 @@ fn mail_parameters_table() {
             P("MAIL FROM:<a@b.c> SIZE=1 BODY=7BIT"),
         ),
         (
-            "MAIL FROM:<a@b.c> xverp BY=5;R AUTH=<> ENVID=x RET=HDRS SMTPUTF8 BODY=8BITMIME SIZE=5",
+            "MAIL FROM:<a@b.c> prdr xverp BY=5;R AUTH=<> ENVID=x RET=HDRS SMTPUTF8 BODY=8BITMIME SIZE=5",
             B,
             P(
-                "MAIL FROM:<a@b.c> SIZE=5 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=x AUTH=<> BY=5;R XVERP",
+                "MAIL FROM:<a@b.c> SIZE=5 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=x AUTH=<> BY=5;R XVERP PRDR",
             ),
         ),
+        ("MAIL FROM:<a@b.c> PRDR=1", B, F(501, "5.5.4")),
+        ("MAIL FROM:<a@b.c> PRDR PRDR", B, F(501, "5.5.4")),
     ]);
 }
 

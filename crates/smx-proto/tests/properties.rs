@@ -131,9 +131,10 @@ fn mail_params() -> impl Strategy<Value = MailParams> {
             prop::option::of((33u8..=126, 33u8..=126).prop_map(|(a, b)| [a, b]))
                 .prop_map(|delimiters| Xverp { delimiters }),
         ),
+        any::<bool>(),
     )
         .prop_map(
-            |(size, body, smtputf8, ret, envid, auth, by, xverp)| MailParams {
+            |(size, body, smtputf8, ret, envid, auth, by, xverp, prdr)| MailParams {
                 size,
                 body,
                 smtputf8,
@@ -142,6 +143,7 @@ fn mail_params() -> impl Strategy<Value = MailParams> {
                 auth,
                 by,
                 xverp,
+                prdr,
             },
         )
 }

@@ -39,6 +39,8 @@
 //! [`crate::header::HeaderScanner`] counts hops (`max_hops`: 554 5.4.6) on
 //! the way. At the end the file is committed (fsync), then the envelope is
 //! handed to qmgr, and only its `Committed` answer gives the client 250.
+//! With PRDR (when the `prdr` flag offers it and MAIL asked for it) the
+//! 250 is preceded by `353` and one reply per recipient, in RCPT order.
 //! A message with a bare CR or LF is refused (554 5.6.0, see smx-proto's
 //! data module); BDAT content other than BODY=BINARYMIME is held to the
 //! same rule, since it may be relayed with DATA later. When qmgr cannot be
@@ -970,6 +972,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if f.xverp {
             k.push("XVERP".into());
         }
+        if f.prdr {
+            k.push("PRDR".into());
+        }
         if f.vrfy {
             k.push("VRFY".into());
         }
@@ -1006,6 +1011,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         if p.auth.is_some() && !esmtp {
             return Some("AUTH");
+        }
+        if p.prdr && (!esmtp || !f.prdr) {
+            return Some("PRDR");
         }
         None
     }
@@ -1650,6 +1658,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         {
             Ok(QmgrReply::Committed) => {
                 info!(ss_ta = %ta.id, msgid = %msgid, size, stat = 0, "message accepted");
+                if ta.params.prdr {
+                    // PRDR: 353, one reply per recipient in RCPT order,
+                    // then the reply for the message. Every recipient
+                    // shares the queue's verdict.
+                    Reply::new(353, None, "Content analysis has started").write_to(&mut self.out);
+                    for (p, _) in &ta.rcpts {
+                        r(250, 2, 1, 5, format!("{p} Message accepted for delivery"))
+                            .write_to(&mut self.out);
+                    }
+                }
                 r(
                     250,
                     2,

@@ -36,24 +36,47 @@ async fn swaks_plain_and_pipelined() {
     let h = Harness::start(config(), QmgrScript::default()).await;
     let server = h.addr.to_string();
     let (ok, out) = run(Command::new("swaks").args([
-        "--server", &server, "--from", "s@client.example", "--to", "a@local.example",
-        "--helo", "client.example", "--header", "Subject: plain", "--body", "hello from swaks",
+        "--server",
+        &server,
+        "--from",
+        "s@client.example",
+        "--to",
+        "a@local.example",
+        "--helo",
+        "client.example",
+        "--header",
+        "Subject: plain",
+        "--body",
+        "hello from swaks",
     ]))
     .await;
     assert!(ok, "{out}");
     assert!(out.contains("<-  250 2.0.0"), "{out}");
     let (ok, out) = run(Command::new("swaks").args([
-        "--server", &server, "--from", "s@client.example",
-        "--to", "a@local.example,b@local.example,reject@local.example", "--pipeline",
-        "--helo", "client.example", "--header", "Subject: pipelined",
-        "--body", "caf\u{e9} 8-bit body",
+        "--server",
+        &server,
+        "--from",
+        "s@client.example",
+        "--to",
+        "a@local.example,b@local.example,reject@local.example",
+        "--pipeline",
+        "--helo",
+        "client.example",
+        "--header",
+        "Subject: pipelined",
+        "--body",
+        "caf\u{e9} 8-bit body",
     ]))
     .await;
     assert!(ok, "{out}");
     assert!(out.contains("PIPELINING"), "{out}");
     let envs = h.envelopes();
     assert_eq!(envs.len(), 2, "{out}");
-    let rcpts: Vec<_> = envs[1].recipients.iter().map(|r| r.address.as_str()).collect();
+    let rcpts: Vec<_> = envs[1]
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
     assert_eq!(rcpts, ["a@local.example", "b@local.example"]);
     let content = String::from_utf8(h.content(&envs[1])).unwrap();
     assert!(content.contains("Subject: pipelined"), "{content}");
@@ -109,8 +132,19 @@ async fn smtp_source_20_sessions() {
     let h = Harness::start(cfg, QmgrScript::default()).await;
     let target = format!("127.0.0.1:{}", h.addr.port());
     let (ok, out) = run(Command::new("/usr/sbin/smtp-source").args([
-        "-s", "20", "-m", "400", "-l", "4096", "-f", "s@client.example", "-t", "a@local.example",
-        "-M", "client.example", &target,
+        "-s",
+        "20",
+        "-m",
+        "400",
+        "-l",
+        "4096",
+        "-f",
+        "s@client.example",
+        "-t",
+        "a@local.example",
+        "-M",
+        "client.example",
+        &target,
     ]))
     .await;
     assert!(ok, "{out}");

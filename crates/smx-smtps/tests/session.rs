@@ -719,3 +719,31 @@ async fn shutdown_tells_idle_clients() {
     stop.await.unwrap();
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
+
+#[tokio::test]
+async fn prdr_per_recipient_replies() {
+    let mut cfg = config();
+    cfg.flags.prdr = true;
+    let h = Harness::start(cfg, QmgrScript::default()).await;
+    let mut c = h.client().await;
+    code(&c.reply().await, "220");
+    let ehlo = c.cmd("EHLO c.example").await;
+    assert!(ehlo.contains("250-PRDR\r\n"), "{ehlo}");
+    code(&c.cmd("MAIL FROM:<s@x.example> PRDR").await, "250");
+    code(&c.cmd("RCPT TO:<a@y.example>").await, "250");
+    code(&c.cmd("RCPT TO:<b@y.example>").await, "250");
+    code(&c.cmd("DATA").await, "354");
+    c.send(b"Subject: x\r\n\r\nx\r\n.\r\n").await;
+    code(&c.reply().await, "353");
+    let a = c.reply().await;
+    code(&a, "250 2.1.5 <a@y.example>");
+    code(&c.reply().await, "250 2.1.5 <b@y.example>");
+    code(&c.reply().await, "250 2.0.0");
+    // Without the flag, PRDR is an unknown extension.
+    h.stop().await;
+    let h = Harness::start(config(), QmgrScript::default()).await;
+    let mut c = h.client().await;
+    greet(&mut c).await;
+    code(&c.cmd("MAIL FROM:<s@x.example> PRDR").await, "555 5.5.4");
+    h.stop().await;
+}
