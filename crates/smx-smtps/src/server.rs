@@ -53,23 +53,9 @@ pub struct Shared {
     pub qmgr: Peer<SmtpsQmgr>,
     /// The address resolver.
     pub smar: Peer<SmtpsSmar>,
-    /// Local addresses of the listeners, to tell which one a client used
-    /// when the socket cannot say.
-    local: Vec<SocketAddr>,
     /// Becomes true when the server shuts down: sessions waiting for a
     /// command answer 421 and close.
     pub(crate) stopping: watch::Receiver<bool>,
-}
-
-impl Shared {
-    /// The local address a client connected to (the first listener's if
-    /// unknown).
-    pub(crate) fn local_addr(&self, _peer: SocketAddr) -> SocketAddr {
-        self.local
-            .first()
-            .copied()
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
-    }
 }
 
 /// An SMTP server instance.
@@ -108,10 +94,6 @@ impl Server {
                 TcpListener::from_std(l)
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        let local = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
         let (qmgr, throttle) = Peer::qmgr(parts.qmgr_socket);
         let conns = ConnTable::new(
             parts.settings.max_connections_per_ip,
@@ -125,7 +107,6 @@ impl Server {
                 ids: parts.ids,
                 qmgr,
                 smar: Peer::new(parts.smar_socket),
-                local,
                 stopping,
             }),
             listeners,
@@ -243,7 +224,14 @@ impl Server {
                         }
                     };
                     active.fetch_add(1, Ordering::Relaxed);
-                    let session = Session::new(stream, Arc::clone(&shared), id, peer);
+                    let local = match stream.local_addr() {
+                        Ok(a) => a,
+                        Err(e) => {
+                            info!(client_ip = %peer.ip(), error = %e, "connection gone before its session started");
+                            continue;
+                        }
+                    };
+                    let session = Session::new(stream, Arc::clone(&shared), id, peer, local);
                     let active = Arc::clone(&active);
                     sessions.spawn(async move {
                         session.run().await;

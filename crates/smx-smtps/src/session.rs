@@ -195,6 +195,7 @@ pub(crate) struct Session<S> {
     shared: Arc<Shared>,
     id: SessionId,
     peer: SocketAddr,
+    local: SocketAddr,
     rbuf: Vec<u8>,
     out: Vec<u8>,
     syntax: Syntax,
@@ -277,13 +278,20 @@ fn ends_group(verb: Verb) -> bool {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    pub(crate) fn new(io: S, shared: Arc<Shared>, id: SessionId, peer: SocketAddr) -> Self {
+    pub(crate) fn new(
+        io: S,
+        shared: Arc<Shared>,
+        id: SessionId,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Self {
         let syntax = shared.settings.syntax;
         Session {
             io,
             shared,
             id,
             peer,
+            local,
             rbuf: Vec::with_capacity(4096),
             out: Vec::with_capacity(1024),
             syntax,
@@ -439,7 +447,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn start(&mut self) -> Flow {
         let settings = &self.shared.settings;
         let hostname = settings.hostname.clone();
-        let local = self.shared.local_addr(self.peer);
+        let local = self.local;
         let req = SmtpsRequest::NewSession(NewSession {
             session: ipc_sess(self.id),
             client_ip: self.peer.ip(),
@@ -872,7 +880,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // theft"), unless it is local or trusted by a quick verdict.
         let ours = match &name {
             HeloName::Domain(d) => d.as_str().eq_ignore_ascii_case(&settings.hostname),
-            HeloName::Literal(ip) => *ip == self.shared.local_addr(self.peer).ip(),
+            HeloName::Literal(ip) => *ip == self.local.ip(),
             HeloName::Other(_) => false,
         };
         let localhost = self.peer.ip() == std::net::IpAddr::from([127, 0, 0, 1])
