@@ -31,7 +31,10 @@
 //! processes run with that user's uid and gid (set by the standard library
 //! between fork and exec, which also drops supplementary groups). Without
 //! root, `user` is ignored with a warning, so a non-root installation runs
-//! everything as the invoking user.
+//! everything as the invoking user. An smx component started by a root mcp
+//! without a configured `user` runs as root, with a warning in the log and
+//! `--allow-root` on its command line (the components refuse root
+//! otherwise): configure users for production.
 //!
 //! # Restarts
 //!
@@ -131,6 +134,7 @@ pub struct Supervisor {
     components: Vec<Component>,
     timing: Timing,
     reload: Option<Reload>,
+    env: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -324,7 +328,15 @@ impl Supervisor {
             components,
             timing,
             reload: None,
+            env: Vec::new(),
         }
+    }
+
+    /// Adds an environment variable for every process (e.g. the absolute
+    /// queue directory).
+    pub fn with_env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
     }
 
     /// Sets the function that re-reads the configuration on SIGHUP.
@@ -552,9 +564,17 @@ impl Supervisor {
     ) -> Result<u32, McpError> {
         let c = &self.components[key.0];
         let mut cmd = Command::new(&c.program);
+        let mut args = c.args_for(key.1);
+        if is_root() && c.user.is_none() && c.kind != crate::plan::Kind::Service {
+            // Components refuse root unless told; mcp tells them when the
+            // configuration asks for no other user.
+            warn!(component = %c.name, "running as root: no user is configured for it");
+            args.push("--allow-root".into());
+        }
         cmd.arg0(&c.argv0)
-            .args(c.args_for(key.1))
+            .args(args)
             .current_dir(&c.working_directory)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(ENV_COMPONENT, &c.name)
             .env(ENV_PROCESS_ID, key.1.to_string())
             .stdin(std::process::Stdio::null())

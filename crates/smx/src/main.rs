@@ -5,7 +5,8 @@
 //! (sysexits.h: 0 success and --help, 64 usage, 65 bad data, 66 no input,
 //! 69 unavailable, 73 cannot create, 78 configuration).
 
-use anyhow::Context;
+mod component;
+
 use clap::{ArgAction, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,11 +18,9 @@ const EX_DATAERR: u8 = 65;
 /// Exit code for an output file that cannot be created (EX_CANTCREAT).
 const EX_CANTCREAT: u8 = 73;
 /// Exit code for a configuration error (EX_CONFIG).
-const EX_CONFIG: u8 = 78;
+pub(crate) const EX_CONFIG: u8 = 78;
 /// Exit code for an unreadable input file (EX_NOINPUT).
 const EX_NOINPUT: u8 = 66;
-/// Exit code for a service that is not available (EX_UNAVAILABLE).
-const EX_UNAVAILABLE: u8 = 69;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +55,58 @@ enum Command {
         #[arg(long, hide = true)]
         reference: bool,
     },
+    /// Start smx in the background (`smx run`, pid in QUEUE/smx.pid, output
+    /// appended to QUEUE/smx.log).
+    Start {
+        /// Configuration file; default: the embedded configuration.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Stop smx started by `smx start`.
+    Stop {
+        /// Configuration file; default: the embedded configuration.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// The SMTP server (started by `smx run`).
+    Smtps {
+        /// Configuration file; default: the embedded configuration.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The smtps section to run (`smtps NAME { ... }`); default: the first.
+        #[arg(long)]
+        name: Option<String>,
+        /// Allow running as root (tests, containers).
+        #[arg(long)]
+        allow_root: bool,
+    },
+    /// The delivery agent (started by `smx run`).
+    Smtpc {
+        /// Configuration file; default: the embedded configuration.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Allow running as root (tests, containers).
+        #[arg(long)]
+        allow_root: bool,
+    },
+    /// The address resolver (started by `smx run`).
+    Smar {
+        /// Configuration file; default: the embedded configuration.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Allow running as root (tests, containers).
+        #[arg(long)]
+        allow_root: bool,
+    },
+    /// The local delivery agent, an LMTP server (started by `smx run`).
+    Lda {
+        /// Configuration file; default: the embedded configuration.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Allow running as root (tests, containers).
+        #[arg(long)]
+        allow_root: bool,
+    },
     /// Build a cdb map from a text map (the seed's createmap): one
     /// `KEY VALUE` per line, `#` comments; keys are lower-cased; the first of
     /// duplicate keys wins. The output is replaced atomically.
@@ -85,7 +136,38 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run { config } => run(config.as_deref()),
+        Command::Run { config } => match load(config.as_deref()) {
+            Ok(c) => component::run(c, config.as_deref()),
+            Err(code) => code,
+        },
+        Command::Start { config } => match load(config.as_deref()) {
+            Ok(c) => component::start(c, config.as_deref()),
+            Err(code) => code,
+        },
+        Command::Stop { config } => match load(config.as_deref()) {
+            Ok(c) => component::stop(c),
+            Err(code) => code,
+        },
+        Command::Smtps {
+            config,
+            name,
+            allow_root,
+        } => match load(config.as_deref()) {
+            Ok(c) => component::smtps(c, name, allow_root),
+            Err(code) => code,
+        },
+        Command::Smtpc { config, allow_root } => match load(config.as_deref()) {
+            Ok(c) => component::smtpc(c, allow_root),
+            Err(code) => code,
+        },
+        Command::Smar { config, allow_root } => match load(config.as_deref()) {
+            Ok(c) => component::smar(c, config.as_deref(), allow_root),
+            Err(code) => code,
+        },
+        Command::Lda { config, allow_root } => match load(config.as_deref()) {
+            Ok(c) => component::lda(c, allow_root),
+            Err(code) => code,
+        },
         Command::ConfCheck {
             config,
             verbose,
@@ -165,7 +247,12 @@ fn load(path: Option<&Path>) -> Result<smx_conf::Config, ExitCode> {
         }
     };
     match result {
-        Ok(c) => Ok(c),
+        Ok(mut c) => {
+            if let Some(q) = std::env::var_os(component::ENV_QUEUE_DIRECTORY) {
+                c.queue_directory = PathBuf::from(q);
+            }
+            Ok(c)
+        }
         Err(smx_conf::LoadError::Invalid(errors)) => {
             for e in &errors.0 {
                 eprintln!("{e}");
@@ -208,45 +295,4 @@ fn conf_check(path: Option<&Path>, verbose: u8) -> ExitCode {
         println!("OK");
     }
     ExitCode::SUCCESS
-}
-
-fn run(path: Option<&Path>) -> ExitCode {
-    let config = match load(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    match start(&config) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("smx run: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn start(config: &smx_conf::Config) -> anyhow::Result<ExitCode> {
-    // The supervisor has no section of its own; it logs at the recommended
-    // level (seed 3.5).
-    let _log = smx_log::init(&smx_log::LogSettings {
-        component: "mcp".into(),
-        level: 9,
-        destination: smx_log::Destination::Stderr,
-    })
-    .context("cannot start logging")?;
-    std::fs::create_dir_all(&config.queue_directory).with_context(|| {
-        format!(
-            "cannot create queue directory {}",
-            config.queue_directory.display()
-        )
-    })?;
-    tracing::info!(
-        func = "run",
-        queue_directory = %config.queue_directory.display(),
-        "configuration loaded"
-    );
-    tracing::error!(
-        func = "run",
-        "the supervisor (mcp) is not part of this build yet; no component can be started"
-    );
-    Ok(ExitCode::from(EX_UNAVAILABLE))
 }

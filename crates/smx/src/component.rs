@@ -1,0 +1,553 @@
+//! The component subcommands (`smx smtps`, `smx smtpc`, `smx smar`,
+//! `smx lda`) and `smx run`: each sets up logging and its runtime, builds
+//! its component from the configuration and runs it until SIGTERM.
+//!
+//! Components other than mcp refuse to run as root (mcp drops privileges
+//! before starting them) unless `--allow-root` is given, for tests and
+//! containers.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use smx_conf::Config;
+use smx_conf::model::common::{LogConfig, LogDestination};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::EX_CONFIG;
+
+/// Resolves a path of the configuration: relative paths are below the
+/// queue directory.
+pub fn in_queue(config: &Config, p: &Path) -> PathBuf {
+    config.queue_directory.join(p)
+}
+
+/// The host name: the configured one, else the kernel's.
+pub fn hostname(config: &Config) -> String {
+    if let Some(h) = &config.hostname {
+        return h.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Logging settings of a component from its section.
+pub fn log_settings(
+    component: &str,
+    log: &LogConfig,
+    level: u32,
+    config: &Config,
+) -> anyhow::Result<smx_log::LogSettings> {
+    let destination = match log.destination {
+        LogDestination::Stderr => smx_log::Destination::Stderr,
+        LogDestination::File => smx_log::Destination::File(in_queue(
+            config,
+            log.file
+                .as_deref()
+                .unwrap_or(Path::new(&format!("{component}.log"))),
+        )),
+        LogDestination::Syslog => smx_log::Destination::Syslog {
+            facility: log
+                .facility
+                .parse()
+                .map_err(|e| anyhow!("log facility: {e}"))?,
+            ident: log.ident.clone().unwrap_or_default(),
+            options: log
+                .options
+                .0
+                .iter()
+                .map(|o| o.parse().map_err(|e| anyhow!("log option {o}: {e}")))
+                .collect::<anyhow::Result<_>>()?,
+            socket: PathBuf::from(smx_log::DEFAULT_SYSLOG_SOCKET),
+        },
+    };
+    Ok(smx_log::LogSettings {
+        component: component.into(),
+        level,
+        destination,
+    })
+}
+
+/// Refuses root unless allowed.
+pub fn check_root(allow_root: bool, what: &str) -> anyhow::Result<()> {
+    if nix::unistd::geteuid().is_root() && !allow_root {
+        bail!(
+            "{what} does not run as root: configure a user for it (mcp starts it with \
+             that user's rights), or pass --allow-root"
+        );
+    }
+    Ok(())
+}
+
+/// A future that completes on SIGTERM or SIGINT.
+pub fn termination() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
+/// Runs `f` and maps its error to a logged message and exit status 1
+/// (mcp restarts it) or EX_CONFIG.
+pub fn exit_code(what: &str, r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "{what} stopped");
+            eprintln!("smx {what}: {e:#}");
+            if e.downcast_ref::<ConfigProblem>().is_some() {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// A configuration problem found at start (exit status EX_CONFIG, not
+/// restarted by mcp).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigProblem(pub String);
+
+/// Creates `dir` and its parents.
+fn mkdir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Binds a Unix socket at `path`, replacing a stale socket file.
+fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(parent) = path.parent() {
+        mkdir(parent)?;
+    }
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if m.file_type().is_socket() {
+            let _ = std::fs::remove_file(path);
+        } else {
+            bail!("{} exists and is not a socket", path.display());
+        }
+    }
+    tokio::net::UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))
+}
+
+fn cdb(config: &Config, gid: Option<u32>) -> anyhow::Result<smx_store::cdb::Cdb> {
+    let base = if config.cdb_base_directory.is_empty() {
+        config.queue_directory.clone()
+    } else {
+        in_queue(config, Path::new(&config.cdb_base_directory))
+    };
+    smx_store::cdb::Cdb::open(base, smx_store::cdb::CdbOptions { gid })
+        .context("cannot open the content database")
+}
+
+// ---- smtps -------------------------------------------------------------------
+
+/// `smx smtps [--name NAME]`.
+pub fn smtps(config: Config, name: Option<String>, allow_root: bool) -> ExitCode {
+    let section = match &name {
+        Some(n) => config.smtps.get(n).cloned(),
+        None => config.smtps.iter().next().map(|s| s.body.clone()),
+    };
+    let Some(section) = section else {
+        eprintln!(
+            "smx smtps: no smtps section {}",
+            name.as_deref().unwrap_or("")
+        );
+        return ExitCode::from(EX_CONFIG);
+    };
+    let log = match log_settings("smtps", &section.log, section.log_level, &config)
+        .and_then(|s| smx_log::init(&s).map_err(|e| anyhow!("cannot start logging: {e}")))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("smx smtps: {e:#}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let r = check_root(allow_root, "smtps").and_then(|()| {
+        runtime()?.block_on(async {
+            let settings = smx_smtps::Settings::from_config(&section, hostname(&config));
+            let ids_dir = in_queue(&config, Path::new("smtps"));
+            mkdir(&ids_dir)?;
+            let ids = smx_store::id::IdSource::open(ids_dir.join(format!("ids.{}", section.id)))
+                .context("cannot open the id state")?;
+            let parts = smx_smtps::ServerParts {
+                settings,
+                cdb: Arc::new(cdb(&config, section.cdb_gid)?),
+                ids: Arc::new(ids),
+                qmgr_socket: in_queue(&config, &config.smtps_socket),
+                smar_socket: in_queue(&config, &config.smar_socket),
+            };
+            let server = match smx_mcp::listener::from_mcp().await? {
+                Some(smx_mcp::listener::Handed::Listener(fd)) => {
+                    smx_smtps::Server::new(parts, vec![std::net::TcpListener::from(fd)])?
+                }
+                Some(smx_mcp::listener::Handed::Connection(_)) => {
+                    return Err(ConfigProblem("smtps cannot run with start_action nostartaccept".into()).into());
+                }
+                None => {
+                    let mut addrs = Vec::new();
+                    for a in &section.daemon_address {
+                        let (host, port) = smx_conf::model::smtps::parse_daemon_address(a)
+                            .map_err(ConfigProblem)?;
+                        let ip = host.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+                        addrs.push(std::net::SocketAddr::new(ip, port));
+                    }
+                    if addrs.is_empty() {
+                        return Err(ConfigProblem(
+                            "smtps has no socket: start it from mcp (smx run) or set daemon_address".into(),
+                        )
+                        .into());
+                    }
+                    smx_smtps::Server::bind(parts, &addrs, section.listen_queue).await?
+                }
+            };
+            tracing::info!(addresses = ?server.local_addrs(), "smtps ready");
+            server.run(termination()?).await;
+            Ok(())
+        })
+    });
+    drop(log);
+    exit_code("smtps", r)
+}
+
+// ---- smtpc -------------------------------------------------------------------
+
+/// `smx smtpc`.
+pub fn smtpc(config: Config, allow_root: bool) -> ExitCode {
+    let c = &config.smtpc;
+    let log = match log_settings("smtpc", &c.log, c.log_level, &config)
+        .and_then(|s| smx_log::init(&s).map_err(|e| anyhow!("cannot start logging: {e}")))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("smx smtpc: {e:#}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let r = check_root(allow_root, "smtpc").and_then(|()| {
+        runtime()?.block_on(async {
+            let reuse = config.qmgr.flags.reuse_connection;
+            let mut cfg = smx_smtpc::ClientConfig::from_conf(c, &hostname(&config), reuse);
+            cfg.lmtp_socket = in_queue(&config, &c.lmtp_socket);
+            let deliverer = Arc::new(smx_smtpc::Deliverer::new(cfg, cdb(&config, None)?));
+            let listener = bind_unix(&in_queue(&config, &config.smtpc_socket))?;
+            tracing::info!("smtpc ready");
+            tokio::select! {
+                r = smx_smtpc::serve(listener, deliverer) => r.context("smtpc service")?,
+                () = termination()? => {}
+            }
+            Ok(())
+        })
+    });
+    drop(log);
+    exit_code("smtpc", r)
+}
+
+// ---- smar --------------------------------------------------------------------
+
+/// `smx smar`.
+pub fn smar(config: Config, config_file: Option<&Path>, allow_root: bool) -> ExitCode {
+    let s = &config.smar;
+    let log = match log_settings("smar", &s.log, s.log_level, &config)
+        .and_then(|st| smx_log::init(&st).map_err(|e| anyhow!("cannot start logging: {e}")))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("smx smar: {e:#}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    // Map files named in the configuration are relative to its directory.
+    let base = config_file
+        .and_then(Path::parent)
+        .map_or_else(|| config.queue_directory.clone(), Path::to_path_buf);
+    let r = check_root(allow_root, "smar").and_then(|()| {
+        runtime()?.block_on(async {
+            let dns = smx_smar::dns::HickoryDns::new(&smx_smar::dns::DnsSettings::from_config(&s.dns))
+                .map_err(|e| ConfigProblem(format!("DNS resolver: {e}")))?;
+            let smar = Arc::new(
+                smx_smar::Smar::from_config(&config, &base, dns).map_err(|e| ConfigProblem(e.to_string()))?,
+            );
+            let listener = bind_unix(&in_queue(&config, &config.smar_socket))?;
+            let mut usr1 = signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?;
+            let reloader = Arc::clone(&smar);
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    for (name, e) in reloader.reload() {
+                        tracing::error!(map = %name, error = %e, "map not reloaded; the old contents stay in use");
+                    }
+                    tracing::info!("maps reloaded");
+                }
+            });
+            tracing::info!("smar ready");
+            smx_smar::serve(listener, smar, termination()?).await.context("smar service")?;
+            Ok(())
+        })
+    });
+    drop(log);
+    exit_code("smar", r)
+}
+
+// ---- lda ---------------------------------------------------------------------
+
+/// `smx lda`.
+pub fn lda(config: Config, allow_root: bool) -> ExitCode {
+    let l = &config.lda;
+    let log = match log_settings("lda", &l.log, l.log_level, &config)
+        .and_then(|s| smx_log::init(&s).map_err(|e| anyhow!("cannot start logging: {e}")))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("smx lda: {e:#}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let r = check_root(allow_root, "lda").and_then(|()| {
+        runtime()?.block_on(async {
+            let users = match &l.local_user_map {
+                None => None,
+                Some(name) => {
+                    let maps = smx_maps::MapSet::open(&config.smar.maps, &config.queue_directory)
+                        .map_err(|e| ConfigProblem(e.to_string()))?;
+                    Some(
+                        maps.get(name)
+                            .ok_or_else(|| ConfigProblem(format!("map {name} not declared")))?,
+                    )
+                }
+            };
+            let mail_dir = in_queue(&config, &l.mail_directory);
+            mkdir(&mail_dir)?;
+            let lda = Arc::new(smx_lda::Lda::new(
+                hostname(&config),
+                smx_lda::Users::new(mail_dir, users),
+                l.max_message_size.0,
+            ));
+            let stop = termination()?;
+            match smx_mcp::listener::from_mcp().await? {
+                Some(smx_mcp::listener::Handed::Listener(fd)) => {
+                    let listener = unix_or_tcp(fd)?;
+                    tracing::info!("lda ready");
+                    match listener {
+                        Either::Unix(u) => lda.serve_unix(u, stop).await,
+                        Either::Tcp(t) => lda.serve_tcp(t, stop).await,
+                    }
+                }
+                Some(smx_mcp::listener::Handed::Connection(fd)) => {
+                    let std = std::os::unix::net::UnixStream::from(fd);
+                    std.set_nonblocking(true)?;
+                    let stream = tokio::net::UnixStream::from_std(std)?;
+                    lda.session(stream, "mcp".into()).await;
+                }
+                None => {
+                    let listener = bind_unix(&in_queue(&config, &config.smtpc.lmtp_socket))?;
+                    tracing::info!("lda ready");
+                    lda.serve_unix(listener, stop).await;
+                }
+            }
+            Ok(())
+        })
+    });
+    drop(log);
+    exit_code("lda", r)
+}
+
+enum Either {
+    Unix(tokio::net::UnixListener),
+    Tcp(tokio::net::TcpListener),
+}
+
+/// A passed listening socket as a tokio listener of its family.
+fn unix_or_tcp(fd: OwnedFd) -> anyhow::Result<Either> {
+    use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
+    use std::os::fd::AsRawFd;
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).context("passed socket")?;
+    if addr.family() == Some(AddressFamily::Unix) {
+        let l = std::os::unix::net::UnixListener::from(fd);
+        l.set_nonblocking(true)?;
+        Ok(Either::Unix(tokio::net::UnixListener::from_std(l)?))
+    } else {
+        let l = std::net::TcpListener::from(fd);
+        l.set_nonblocking(true)?;
+        Ok(Either::Tcp(tokio::net::TcpListener::from_std(l)?))
+    }
+}
+
+// ---- run ---------------------------------------------------------------------
+
+/// Environment variable by which mcp gives its components the absolute
+/// queue directory (a relative `queue_directory` is relative to where
+/// `smx run` was started, not to the components' working directory).
+pub const ENV_QUEUE_DIRECTORY: &str = "SMX_QUEUE_DIRECTORY";
+
+/// `smx run`: the supervisor in the foreground.
+pub fn run(mut config: Config, config_file: Option<&Path>) -> ExitCode {
+    let log = match smx_log::init(&smx_log::LogSettings {
+        component: "mcp".into(),
+        level: 9,
+        destination: smx_log::Destination::Stderr,
+    }) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("smx run: cannot start logging: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let r = (|| -> anyhow::Result<()> {
+        mkdir(&config.queue_directory)?;
+        config.queue_directory = std::fs::canonicalize(&config.queue_directory)
+            .with_context(|| format!("{}", config.queue_directory.display()))?;
+        let exe = std::env::current_exe().context("cannot find this program")?;
+        let config_file = config_file
+            .map(|p| std::path::absolute(p).with_context(|| format!("{}", p.display())))
+            .transpose()?;
+        let components = smx_mcp::plan(&config, &exe, config_file.as_deref());
+        let reload_file = config_file.clone();
+        let reload_exe = exe.clone();
+        let reload_queue = config.queue_directory.clone();
+        let reload: smx_mcp::supervisor::Reload = Box::new(move || {
+            let home = std::env::var_os(smx_conf::HOME_ENV).map(PathBuf::from);
+            let mut c = match &reload_file {
+                Some(f) => smx_conf::load_file(f).map_err(|e| e.to_string())?,
+                None => {
+                    smx_conf::embedded_default(home.as_deref()).map_err(|e| format!("{e:?}"))?
+                }
+            };
+            // The queue directory cannot move while running.
+            c.queue_directory = reload_queue.clone();
+            Ok(smx_mcp::plan(&c, &reload_exe, reload_file.as_deref()))
+        });
+        tracing::info!(
+            queue_directory = %config.queue_directory.display(),
+            components = components.len(),
+            "starting"
+        );
+        let queue = config.queue_directory.display().to_string();
+        let sup = smx_mcp::Supervisor::new(components, smx_mcp::Timing::default())
+            .with_reload(reload)
+            .with_env(ENV_QUEUE_DIRECTORY, queue);
+        runtime()?.block_on(sup.run(std::future::pending()))?;
+        tracing::info!("stopped");
+        Ok(())
+    })();
+    drop(log);
+    exit_code("run", r)
+}
+
+// ---- start / stop ------------------------------------------------------------
+
+/// The pid file of `smx start`.
+fn pid_file(config: &Config) -> PathBuf {
+    in_queue(config, Path::new("smx.pid"))
+}
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+}
+
+/// `smx start`: `smx run` in the background, its output appended to
+/// `smx.log` in the queue directory, its pid in `smx.pid`.
+pub fn start(config: Config, config_file: Option<&Path>) -> ExitCode {
+    let r = (|| -> anyhow::Result<()> {
+        mkdir(&config.queue_directory)?;
+        let pidf = pid_file(&config);
+        if let Some(pid) = read_pid(&pidf)
+            && alive(pid)
+        {
+            bail!("smx is already running (pid {pid}, {})", pidf.display());
+        }
+        let log_path = in_queue(&config, Path::new("smx.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let exe = std::env::current_exe().context("cannot find this program")?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("run");
+        if let Some(f) = config_file {
+            cmd.arg("-f").arg(std::path::absolute(f)?);
+        }
+        use std::os::unix::process::CommandExt;
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("cannot start smx run")?;
+        let pid = child.id();
+        std::fs::write(&pidf, format!("{pid}\n"))
+            .with_context(|| format!("cannot write {}", pidf.display()))?;
+        // A configuration or socket error ends it at once: say so.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if !alive(i32::try_from(pid).unwrap_or(0)) {
+            let _ = std::fs::remove_file(&pidf);
+            bail!("smx run exited at once; see {}", log_path.display());
+        }
+        println!("smx started (pid {pid}); log: {}", log_path.display());
+        Ok(())
+    })();
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smx start: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `smx stop`: SIGTERM to the pid in `smx.pid`, then wait (at most 30 s)
+/// until it is gone.
+pub fn stop(config: Config) -> ExitCode {
+    let pidf = pid_file(&config);
+    let Some(pid) = read_pid(&pidf) else {
+        eprintln!("smx stop: not running (no pid in {})", pidf.display());
+        return ExitCode::FAILURE;
+    };
+    if !alive(pid) {
+        let _ = std::fs::remove_file(&pidf);
+        eprintln!("smx stop: not running (stale pid {pid} removed)");
+        return ExitCode::FAILURE;
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    for _ in 0..300 {
+        if !alive(pid) {
+            let _ = std::fs::remove_file(&pidf);
+            println!("smx stopped");
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("smx stop: pid {pid} still running after 30 s");
+    ExitCode::FAILURE
+}
