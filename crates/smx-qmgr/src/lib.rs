@@ -3,11 +3,11 @@
 //! is delivered, retries temporary failures, writes delivery status
 //! notifications and slows smtps down when it runs short of resources.
 //!
-//! This crate holds the decision-making core as plain data structures that
-//! do no I/O and read no clock: every function that depends on time takes
-//! `now` as a [`Timestamp`]. The process around them (IPC loops with smtps,
-//! smtpc and smar, IBDB and DEFEDB calls) feeds them events and carries out
-//! what they return.
+//! The decision-making core is a set of plain data structures that do no
+//! I/O and read no clock: every function that depends on time takes `now`
+//! as a [`Timestamp`]. The process around them ([`process`]: the IPC loops
+//! with smtps, smtpc and smar, the IBDB, DEFEDB and CDB calls) feeds them
+//! events and carries out what they return; [`serve`] runs it.
 //!
 //! | module | what |
 //! | --- | --- |
@@ -21,8 +21,13 @@
 //! | [`verp`] | VERP sender rewriting (seed 3.14) |
 //! | [`recovery`] | the queue state to schedule after a restart (IBDB replay plus DEFEDB) |
 //! | [`bench`](mod@bench) | a throughput harness for the scheduler |
+//! | [`settings`] | the process's settings from the configuration |
+//! | [`links`] | reconnecting clients for the smar and smtpc links |
+//! | [`process`] | the process: stores, recovery, smtps server, routing, deliveries, DSN injection, back-pressure, statistics |
 //!
 //! # How the process uses them
+//!
+//! (The full rules, including what is committed when, are in [`process`].)
 //!
 //! - smtps `NewSession` → [`connctl::ConnControl::open`]; a refusal's
 //!   reply is [`connctl::Admission::refusal`]; `CloseSession` →
@@ -43,6 +48,9 @@
 //! - At start, [`recovery::Planner`] turns the IBDB replay and DEFEDB into
 //!   the work to schedule and the records to write.
 //!
+//! The `smx-qmgr` binary (`src/bin/smx-qmgr.rs`) runs the process alone
+//! from a configuration file, without mcp.
+//!
 //! Each module reports failures through its own typed error; nothing here
 //! panics on input from peers, maps, configuration or disk.
 
@@ -50,11 +58,16 @@ pub mod bench;
 pub mod connctl;
 pub mod dsn;
 pub mod limits;
+pub mod links;
+pub mod process;
 pub mod recovery;
 pub mod retry;
 pub mod scheduler;
+pub mod settings;
 pub mod throttle;
 pub mod time;
 pub mod verp;
 
+pub use process::{Qmgr, QmgrError, QueueStats, StatsHandle, serve};
+pub use settings::Settings;
 pub use time::Timestamp;
