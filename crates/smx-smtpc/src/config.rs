@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use smx_conf::model::smtpc::SmtpcConfig;
 
+use crate::tls::{TlsClient, TlsError, TlsRequirements};
+
 /// How long each protocol step may take; see the module doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -103,6 +105,11 @@ pub struct ClientConfig {
     pub max_concurrent: usize,
     /// The process id part of session ids in the logs.
     pub process: u8,
+    /// STARTTLS whenever offered (None: never); see [`crate::tls`].
+    pub tls: Option<TlsClient>,
+    /// What every TCP target requires of TLS (seed 3.13); nothing by
+    /// default. Any requirement makes TLS mandatory.
+    pub tls_requirements: TlsRequirements,
 }
 
 impl Default for ClientConfig {
@@ -122,13 +129,29 @@ impl Default for ClientConfig {
             max_transactions_per_session: 100,
             max_concurrent: 1024,
             process: 1,
+            tls: None,
+            tls_requirements: TlsRequirements::default(),
         }
     }
 }
 
 impl ClientConfig {
+    /// [`ClientConfig::from_conf`] plus the `tls` section's files (client
+    /// certificate, CAs).
+    pub fn load(
+        conf: &SmtpcConfig,
+        hostname: &str,
+        reuse_connection: bool,
+    ) -> Result<Self, TlsError> {
+        let mut c = ClientConfig::from_conf(conf, hostname, reuse_connection);
+        c.tls = Some(TlsClient::load(&conf.tls)?);
+        Ok(c)
+    }
+
     /// The settings of the `smtpc` section, with our `hostname` and qmgr's
-    /// `reuse_connection` flag.
+    /// `reuse_connection` flag; opportunistic STARTTLS without reading the
+    /// `tls` files (no client certificate, no CAs: see
+    /// [`ClientConfig::load`]).
     pub fn from_conf(conf: &SmtpcConfig, hostname: &str, reuse_connection: bool) -> Self {
         let timeouts = match conf.io_timeout {
             Some(t) => Timeouts::uniform(t.0),
@@ -145,6 +168,7 @@ impl ClientConfig {
             talk_to_myself: conf.flags.talk_to_myself,
             reuse_connection,
             max_concurrent: usize::try_from(conf.max_threads.max(1)).unwrap_or(1024),
+            tls: TlsClient::opportunistic().ok(),
             ..ClientConfig::default()
         }
     }

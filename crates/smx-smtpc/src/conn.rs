@@ -3,8 +3,8 @@
 //!
 //! The stream is boxed ([`BoxStream`]): plain TCP and Unix sockets today; a
 //! STARTTLS layer replaces the box with a wrapped stream after the
-//! handshake ([`Conn::into_stream`], [`Conn::from_stream`]) without the
-//! session code knowing.
+//! handshake ([`Conn::take_stream`], [`Conn::new`]) without the session
+//! code knowing.
 //!
 //! Replies are read with smx-proto's [`ReplyParser`] (multi-line replies
 //! whole, enhanced status codes recognised, line length and line count
@@ -89,6 +89,21 @@ impl Conn {
     /// call this when no reply is pending.
     pub fn into_stream(self) -> BoxStream {
         self.stream
+    }
+
+    /// Takes the stream out for wrapping (e.g. STARTTLS), leaving a
+    /// closed one behind: every later read or write of this connection
+    /// fails. Buffered input and output are dropped.
+    pub fn take_stream(&mut self) -> BoxStream {
+        self.rbuf.clear();
+        self.wbuf.clear();
+        self.parser.reset();
+        std::mem::replace(&mut self.stream, Box::pin(Closed))
+    }
+
+    /// Whether the peer sent bytes that no reply read has consumed yet.
+    pub fn has_buffered_input(&self) -> bool {
+        !self.rbuf.is_empty()
     }
 
     /// Appends a command line (CRLF added) to the write buffer.
@@ -190,6 +205,47 @@ impl Conn {
     /// Shuts the write side down (best effort, bounded by `limit`).
     pub async fn shutdown(&mut self, limit: Duration) {
         let _ = tokio::time::timeout(limit, self.stream.shutdown()).await;
+    }
+}
+
+/// The stream left behind by [`Conn::take_stream`].
+struct Closed;
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "stream taken for TLS")
+}
+
+impl AsyncRead for Closed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        _buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Err(closed()))
+    }
+}
+
+impl AsyncWrite for Closed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        _buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::task::Poll::Ready(Err(closed()))
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 

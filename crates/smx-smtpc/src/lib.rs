@@ -10,6 +10,7 @@
 //! | [`config`] | settings from the `smtpc` section; RFC 5321 timeouts |
 //! | [`conn`] | one connection: boxed stream (the STARTTLS seam), write buffer, reply reader |
 //! | [`session`] | EHLO/LHLO/HELO, capabilities, one transaction (PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN, CHUNKING, LMTP) |
+//! | [`tls`] | STARTTLS: opportunistic TLS, certificates, requirements |
 //! | [`content`] | streaming content from CDB with bounded memory |
 //! | [`deliver`] | the engine: envelope checks, target order, idle session cache |
 //! | [`serve`](mod@serve) | the service: qmgr links, concurrent deliveries |
@@ -28,6 +29,7 @@ pub mod content;
 pub mod deliver;
 pub mod serve;
 pub mod session;
+pub mod tls;
 
 pub use config::{ClientConfig, Timeouts};
 pub use deliver::Deliverer;

@@ -9,11 +9,22 @@
 //! is a mail loop (seed 8.6 `talk_to_myself`): the session is closed and
 //! the target fails with 451 4.4.6, unless `talk_to_myself` is set. The
 //! EHLO keywords understood are PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN,
-//! CHUNKING, BINARYMIME and ENHANCEDSTATUSCODES; STARTTLS is recorded
-//! but not used by this version. TLS fits between EHLO and the
-//! transaction: the connection's stream is boxed ([`crate::conn`]), so a
-//! TLS layer can take it ([`Conn::into_stream`]), wrap it and give it back
-//! ([`Conn::from_stream`]) before EHLO is repeated.
+//! CHUNKING, BINARYMIME, ENHANCEDSTATUSCODES and STARTTLS.
+//!
+//! # STARTTLS
+//!
+//! On TCP, when the peer offers STARTTLS and TLS is configured (it is by
+//! default from the configuration), the session sends STARTTLS after
+//! EHLO, takes the connection's boxed stream ([`Conn::take_stream`]),
+//! runs the handshake within the command timeout, and says EHLO again
+//! over TLS (RFC 3207 4.2: the capabilities before TLS are forgotten).
+//! A failed handshake makes [`Session::open`] connect to the same host
+//! again without STARTTLS, unless the `tls_requirements` ask for
+//! anything; unmet requirements fail the target with `451 4.7.5`. See
+//! [`crate::tls`]. Log lines: `where=connection, starttls=successful`
+//! with `version, cipher, bits, verified, cn`; `starttls=failed: REASON,
+//! action=retry without STARTTLS`; `starttls=refused: REPLY`;
+//! `tls_requirements=WHY`.
 //!
 //! # A transaction
 //!
@@ -73,6 +84,7 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::config::ClientConfig;
 use crate::conn::{Conn, ConnError};
 use crate::content::Content;
+use crate::tls::TlsInfo;
 
 /// Where a session goes; the key of the idle session cache.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -119,7 +131,7 @@ pub struct Capabilities {
     pub binarymime: bool,
     /// ENHANCEDSTATUSCODES (RFC 2034).
     pub enhanced: bool,
-    /// STARTTLS (RFC 3207): recorded; this version does not start TLS.
+    /// STARTTLS (RFC 3207).
     pub starttls: bool,
 }
 
@@ -271,6 +283,20 @@ fn conn_failure(e: &ConnError, host: &str) -> Reply {
     }
 }
 
+/// Why greeting failed.
+enum GreetError {
+    /// The session is over; the target failed.
+    Failed(Failure),
+    /// The TLS handshake failed: try the host again without STARTTLS.
+    ClearRetry(String),
+}
+
+/// Why opening failed.
+enum OpenError {
+    Failed(Failure),
+    ClearRetry,
+}
+
 /// An open session; see the module doc.
 #[derive(Debug)]
 pub struct Session {
@@ -289,6 +315,8 @@ pub struct Session {
     pub dirty: bool,
     /// When it last went idle.
     pub idle_since: Instant,
+    /// TLS facts when STARTTLS succeeded.
+    pub tls: Option<TlsInfo>,
 }
 
 impl Session {
@@ -300,12 +328,37 @@ impl Session {
 }
 
 impl Session {
-    /// Connects to `endpoint` and greets; see the module doc.
+    /// Connects to `endpoint`, greets and starts TLS when offered; see
+    /// the module doc. A failed TLS handshake is followed by a second
+    /// connection without STARTTLS (unless TLS is required).
     pub async fn open(
         endpoint: Endpoint,
         host: String,
         cfg: &ClientConfig,
     ) -> Result<Session, Failure> {
+        match Session::open_with(endpoint.clone(), host.clone(), cfg, true).await {
+            Ok(s) => Ok(s),
+            Err(OpenError::Failed(f)) => Err(f),
+            Err(OpenError::ClearRetry) => {
+                match Session::open_with(endpoint, host, cfg, false).await {
+                    Ok(s) => Ok(s),
+                    Err(OpenError::Failed(f)) => Err(f),
+                    Err(OpenError::ClearRetry) => Err(Failure {
+                        reply: local_reply(451, 7, 5, "TLS failed"),
+                        from_peer: false,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Connects and greets, with STARTTLS when `try_tls`.
+    async fn open_with(
+        endpoint: Endpoint,
+        host: String,
+        cfg: &ClientConfig,
+        try_tls: bool,
+    ) -> Result<Session, OpenError> {
         let t = &cfg.timeouts;
         let id = next_session_id(cfg.process);
         let conn = match &endpoint {
@@ -335,10 +388,10 @@ impl Session {
             Ok(c) => c,
             Err(text) => {
                 tracing::info!(da_sess = %id, status = "connect_failed", reason = %text);
-                return Err(Failure {
+                return Err(OpenError::Failed(Failure {
                     reply: local_reply(451, 4, 4, text),
                     from_peer: false,
-                });
+                }));
             }
         };
         let lmtp = endpoint.is_lmtp();
@@ -351,27 +404,137 @@ impl Session {
             transactions: 0,
             dirty: false,
             idle_since: Instant::now(),
+            tls: None,
         };
-        match s.greet(cfg, lmtp).await {
+        match s.greet(cfg, lmtp, try_tls).await {
             Ok(()) => Ok(s),
-            Err(f) => {
+            Err(GreetError::ClearRetry(reason)) => {
+                tracing::info!(da_sess = %s.id, r#where = "connection", starttls = %format!("failed: {reason}"), action = "retry without STARTTLS");
+                Err(OpenError::ClearRetry)
+            }
+            Err(GreetError::Failed(f)) => {
                 tracing::info!(da_sess = %s.id, status = "greeting_failed", reply = %reply_line(&f.reply));
                 s.quit(cfg, false).await;
-                Err(f)
+                Err(OpenError::Failed(f))
             }
         }
     }
 
-    async fn greet(&mut self, cfg: &ClientConfig, lmtp: bool) -> Result<(), Failure> {
+    /// STARTTLS after EHLO when offered and configured; see
+    /// [`crate::tls`] for what happens when it fails.
+    async fn tls(&mut self, cfg: &ClientConfig, lmtp: bool) -> Result<(), GreetError> {
+        let Endpoint::Tcp { addr, .. } = &self.endpoint else {
+            return Ok(());
+        };
+        let addr = addr.ip();
+        let Some(tls) = cfg.tls.clone() else {
+            return Ok(());
+        };
+        let req = &cfg.tls_requirements;
+        let violation = |why: String| {
+            GreetError::Failed(Failure {
+                reply: local_reply(451, 7, 5, format!("TLS requirements not met: {why}")),
+                from_peer: false,
+            })
+        };
+        let retry = |why: String| {
+            if req.any() {
+                violation(why)
+            } else {
+                GreetError::ClearRetry(why)
+            }
+        };
+        if !self.caps.starttls {
+            return if req.any() {
+                tracing::info!(da_sess = %self.id, r#where = "connection", starttls = "not offered");
+                Err(violation("STARTTLS not offered".into()))
+            } else {
+                Ok(())
+            };
+        }
         let t = &cfg.timeouts;
-        let greeting = self.read(t.greeting, "reading greeting").await?;
+        self.conn.queue_line("STARTTLS");
+        let reply = match self.send(t.command, "sending STARTTLS").await {
+            Ok(()) => self.read(t.command, "reading STARTTLS reply").await,
+            Err(f) => Err(f),
+        };
+        let reply = match reply {
+            Ok(r) => r,
+            Err(f) => return Err(retry(reply_line(&f.reply))),
+        };
+        if reply.code != 220 {
+            tracing::info!(da_sess = %self.id, r#where = "connection", starttls = %format!("refused: {}", reply_line(&reply)));
+            return if req.any() {
+                Err(violation(format!(
+                    "STARTTLS refused: {}",
+                    reply_line(&reply)
+                )))
+            } else {
+                Ok(())
+            };
+        }
+        if self.conn.has_buffered_input() {
+            return Err(retry("data sent after the 220 to STARTTLS".into()));
+        }
+        let stream = self.conn.take_stream();
+        let name = crate::tls::server_name(&self.host, addr);
+        let handshake =
+            tokio::time::timeout(t.command, tls.connector().connect(name.clone(), stream)).await;
+        let stream = match handshake {
+            Err(_) => return Err(retry("handshake timeout".into())),
+            Ok(Err(e)) => return Err(retry(format!("handshake: {e}"))),
+            Ok(Ok(s)) => s,
+        };
+        let info = tls.info(stream.get_ref().1, &name);
+        tracing::info!(
+            da_sess = %self.id,
+            r#where = "connection",
+            starttls = "successful",
+            version = %info.version,
+            cipher = %info.cipher,
+            bits = info.bits,
+            verified = info.verified,
+            cn = info.common_name.as_deref().unwrap_or(""),
+        );
+        self.conn = Conn::new(stream);
+        self.tls = Some(info.clone());
+        if let Err(why) = req.check(&info) {
+            tracing::info!(da_sess = %self.id, r#where = "connection", tls_requirements = %why, "requirements_violation");
+            return Err(violation(why));
+        }
+        // RFC 3207 4.2: what the server said before TLS no longer counts.
+        self.ehlo(cfg, lmtp).await.map_err(GreetError::Failed)
+    }
+
+    async fn greet(
+        &mut self,
+        cfg: &ClientConfig,
+        lmtp: bool,
+        try_tls: bool,
+    ) -> Result<(), GreetError> {
+        let t = &cfg.timeouts;
+        let greeting = self
+            .read(t.greeting, "reading greeting")
+            .await
+            .map_err(GreetError::Failed)?;
         if !greeting.is_positive() {
-            return Err(Failure {
+            return Err(GreetError::Failed(Failure {
                 reply: greeting,
                 from_peer: true,
-            });
+            }));
         }
-        self.check_loop(&greeting, cfg)?;
+        self.check_loop(&greeting, cfg)
+            .map_err(GreetError::Failed)?;
+        self.ehlo(cfg, lmtp).await.map_err(GreetError::Failed)?;
+        if try_tls {
+            self.tls(cfg, lmtp).await?;
+        }
+        Ok(())
+    }
+
+    /// EHLO (LHLO), falling back to HELO; sets the capabilities.
+    async fn ehlo(&mut self, cfg: &ClientConfig, lmtp: bool) -> Result<(), Failure> {
+        let t = &cfg.timeouts;
         let verb = if lmtp { "LHLO" } else { "EHLO" };
         self.conn.queue_line(&format!("{verb} {}", cfg.hostname));
         self.send(t.command, "sending EHLO").await?;

@@ -9,6 +9,10 @@
 //! | [`peer`] | reconnecting links to qmgr and smar |
 //! | [`header`] | the streaming header scanner (hop count, Message-ID) |
 //! | [`received`] | the Received: header field |
+//! | [`tls`] | STARTTLS and implicit TLS: certificates, client certificate checks |
+//! | [`stream`] | the session's stream, clear or TLS |
+//! | [`auth`] | SMTP AUTH: password file, SASL mechanisms, failure rate |
+//! | [`dovecot`] | SMTP AUTH through Dovecot's auth socket |
 //!
 //! The protocol itself (parsing, replies, DATA and BDAT decoding) is
 //! smx-proto's; this crate is the state and the I/O around it. Policy
@@ -16,13 +20,17 @@
 //! and qmgr's: a client gets 250 at the end of data only after the content
 //! file is fsynced and qmgr answered that the envelope is committed.
 
+pub mod auth;
 pub mod conn;
+pub mod dovecot;
 pub mod header;
 pub mod peer;
 pub mod received;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod stream;
+pub mod tls;
 
 pub use server::{Server, ServerParts, Shared};
 pub use settings::Settings;

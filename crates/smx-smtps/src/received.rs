@@ -7,6 +7,10 @@
 //!     id SMTP-TA-ID; DATE
 //! ```
 //!
+//! With TLS active, the seed's TLS part comes before `id`, on its own
+//! line: `(TLS=TLSv1.3, cipher=TLS13_AES_256_GCM_SHA384, bits=256,
+//! verify=NO)` (see [`crate::tls::TlsInfo::received_part`]).
+//!
 //! (continuation lines start with a tab). `CLIENT-NAME` appears only when it is known (smar resolved the client);
 //! otherwise the parenthesis holds the address alone, `([192.0.2.1])`.
 //! PROTOCOL is `SMTP` after HELO and `ESMTP` after EHLO, with the RFC 3848
@@ -35,8 +39,9 @@ pub struct ReceivedInfo<'a> {
     pub esmtp: bool,
     /// The transaction used SMTPUTF8.
     pub utf8: bool,
-    /// TLS was active.
-    pub tls: bool,
+    /// TLS was active: its part of the field (seed 10.4), without
+    /// parentheses.
+    pub tls: Option<&'a str>,
     /// The client authenticated.
     pub auth: bool,
     /// The transaction id.
@@ -83,13 +88,15 @@ pub fn received(info: &ReceivedInfo<'_>) -> String {
     }
     let _ = write!(
         s,
-        "{lit})\r\n\tby {} (smx {}) with {}\r\n\tid {}; {}\r\n",
+        "{lit})\r\n\tby {} (smx {}) with {}\r\n",
         info.hostname,
         env!("CARGO_PKG_VERSION"),
-        protocol(info.esmtp, info.utf8, info.tls, info.auth),
-        info.id,
-        rfc5322_date(info.time)
+        protocol(info.esmtp, info.utf8, info.tls.is_some(), info.auth),
     );
+    if let Some(part) = info.tls {
+        let _ = write!(s, "\t({part})\r\n");
+    }
+    let _ = write!(s, "\tid {}; {}\r\n", info.id, rfc5322_date(info.time));
     s
 }
 
@@ -164,7 +171,7 @@ mod tests {
             hostname: "mx.example",
             esmtp: true,
             utf8: false,
-            tls: false,
+            tls: None,
             auth: false,
             id: "S00000000407EAE4E00",
             time: 0,
@@ -187,7 +194,7 @@ mod tests {
                 hostname: "h",
                 esmtp: false,
                 utf8: false,
-                tls: false,
+                tls: None,
                 auth: false,
                 id: "S",
                 time: 0,
@@ -195,6 +202,24 @@ mod tests {
         });
         assert!(
             r.starts_with("Received: from [IPv6:2001:db8::1] (c.example [IPv6:2001:db8::1])\r\n")
+        );
+        let r = received(&ReceivedInfo {
+            helo: Some("c"),
+            client_name: None,
+            client_ip: "192.0.2.1".parse().unwrap(),
+            hostname: "h",
+            esmtp: true,
+            utf8: false,
+            tls: Some("TLS=TLSv1.3, cipher=X, bits=256, verify=NOT"),
+            auth: true,
+            id: "S",
+            time: 0,
+        });
+        assert!(
+            r.contains(
+                " with ESMTPSA\r\n\t(TLS=TLSv1.3, cipher=X, bits=256, verify=NOT)\r\n\tid S; "
+            ),
+            "{r}"
         );
     }
 }

@@ -19,7 +19,26 @@
 //! STARTTLS, AUTH and QUIT must end a group: input found after one of them
 //! is illegal pipelining, as is any input after a command when PIPELINING
 //! was not negotiated (HELO, or the flag off). Illegal pipelining is
-//! answered with 421 4.5.0 and the connection is closed.
+//! answered with 421 4.5.0 and the connection is closed. Input after
+//! STARTTLS is the exception: it is discarded (RFC 3207 4.2), never
+//! executed.
+//!
+//! # TLS and AUTH
+//!
+//! STARTTLS (offered with a `tls` section and the `starttls` flag, not
+//! under TLS) answers 220, runs the handshake within `io_timeout`, and
+//! starts the session over: HELO/EHLO and AUTH forgotten, buffered input
+//! dropped. On an implicit-TLS listener the handshake comes before
+//! everything else. A failed handshake closes the connection. See
+//! [`crate::tls`] for certificates and the Received: TLS part.
+//!
+//! AUTH runs a SASL exchange of at most 8 challenges (`334` lines, response
+//! lines of at most 12288 octets, `*` cancels); passwords are checked on
+//! the blocking pool. Success makes later RCPT checks carry
+//! `relay_allowed` when the mechanism is trusted, makes the Received:
+//! protocol `...A`, and decides the MAIL `AUTH=` parameter (kept, or set
+//! to the login name; `AUTH=<>` for clients not logged in). See
+//! [`crate::auth`].
 //!
 //! # Transactions
 //!
@@ -54,7 +73,7 @@
 //! | --- | --- | --- |
 //! | unknown or malformed commands, session / transaction | `max_bad_commands_per_session` / `_per_transaction` | 421 4.7.0, close |
 //! | rejected or malformed RCPT addresses | `max_invalid_addresses_per_session` / `_per_transaction` | 421 4.7.0, close |
-//! | NOOP, RSET, HELP, VRFY, EXPN, ETRN between / in transactions | `max_nop_commands_between_transactions` / `_in_transaction` | 421 4.7.0, close |
+//! | NOOP, RSET, HELP, VRFY, EXPN, ETRN, AUTH between / in transactions | `max_nop_commands_between_transactions` / `_in_transaction` | 421 4.7.0, close |
 //! | recipients per transaction / session | `max_recipients_per_transaction` / `_per_session` | 452 4.5.3 |
 //! | transactions per session | `max_transactions` | 421 4.7.0, close |
 //! | message size | `max_message_size` | 552 5.3.4 |
@@ -81,21 +100,32 @@ use smx_ipc::smtps_qmgr::{Envelope, EnvelopeRecipient, NewSession, QmgrReply, Sm
 use smx_ipc::smtps_smar::{SmarReply, SmarRequest};
 use smx_ipc::types::{SessionId as IpcSessionId, SmtpReply, TransactionId as IpcTransactionId};
 use smx_proto::{
-    BareLineEnds, BdatChunk, BdatProgress, Body, Command, CommandError, DataDecoder, DataOptions,
-    DataProgress, EnhancedCode, ForwardPath, Frame, HeloName, LineError, MailParams, RcptParams,
-    Reply, ReversePath, Syntax, Verb, frame_line, skip_line,
+    AuthParam, BareLineEnds, BdatChunk, BdatProgress, Body, Command, CommandError, DataDecoder,
+    DataOptions, DataProgress, EnhancedCode, ForwardPath, Frame, HeloName, LineError, MailParams,
+    RcptParams, Reply, ReversePath, Syntax, Verb, frame_line, skip_line,
 };
 use smx_store::cdb::CdbWriter;
 use smx_store::id::{SessionId, TransactionId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{Instrument, info, warn};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::auth::{AuthServer, Exchange, Mechanism, Step};
+use crate::dovecot::{Answer, ClientInfo, DovecotAuth};
 use crate::header::HeaderScanner;
 use crate::received::{ReceivedInfo, received};
 use crate::server::Shared;
+use crate::stream::Stream;
+use crate::tls::TlsInfo;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// Longest SASL response line (RFC 4954 section 4).
+const MAX_SASL_LINE: usize = 12288;
+/// Most challenges in one AUTH exchange.
+const MAX_SASL_ROUNDS: usize = 8;
 /// Content buffered before it is written to the CDB file.
 const WRITE_BATCH: usize = 256 * 1024;
 
@@ -114,6 +144,53 @@ enum ReadEnd {
     Error(std::io::Error),
     /// The server is shutting down (only while waiting for a command).
     Stopping,
+}
+
+/// Where a SASL exchange runs: here, or in Dovecot.
+enum Sasl {
+    Local(Box<Exchange>),
+    Dovecot(Box<DovecotAuth>),
+}
+
+impl Sasl {
+    async fn start(
+        &mut self,
+        mech: Mechanism,
+        initial: Option<Vec<u8>>,
+        info: &ClientInfo,
+    ) -> Step {
+        match self {
+            Sasl::Local(ex) => ex.start(initial),
+            Sasl::Dovecot(d) => from_dovecot(d.start(mech.name(), initial.as_deref(), info).await),
+        }
+    }
+
+    async fn step(&mut self, resp: &[u8]) -> Step {
+        match self {
+            Sasl::Local(ex) => ex.step(resp),
+            Sasl::Dovecot(d) => from_dovecot(d.step(resp).await),
+        }
+    }
+}
+
+/// Dovecot's answer as a SASL step.
+fn from_dovecot(a: Result<Answer, crate::dovecot::DovecotError>) -> Step {
+    match a {
+        Ok(Answer::Challenge(c)) => Step::Challenge(c),
+        Ok(Answer::Success(user)) => Step::Success(user),
+        Ok(Answer::Fail { temp: true, reason }) => {
+            info!(reason = %reason, "dovecot: temporary failure");
+            Step::TempFail("dovecot: temporary failure")
+        }
+        Ok(Answer::Fail { reason, .. }) => {
+            info!(reason = %reason, "dovecot: authentication failed");
+            Step::Fail("dovecot: authentication failed")
+        }
+        Err(e) => {
+            warn!(error = %e, "dovecot auth socket");
+            Step::TempFail("dovecot auth socket unavailable")
+        }
+    }
 }
 
 /// The accepted verdict of a connect check.
@@ -191,7 +268,15 @@ impl BareCheck {
 
 /// One session; see the module doc.
 pub(crate) struct Session<S> {
-    io: S,
+    io: Stream<S>,
+    /// TLS facts once a handshake succeeded.
+    tls: Option<TlsInfo>,
+    /// The user and mechanism of a successful AUTH.
+    authed: Option<(String, Mechanism)>,
+    /// A successful AUTH allows relaying.
+    auth_relay: bool,
+    /// The client certificate allows relaying.
+    tls_relay: bool,
     shared: Arc<Shared>,
     id: SessionId,
     peer: SocketAddr,
@@ -287,7 +372,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Self {
         let syntax = shared.settings.syntax;
         Session {
-            io,
+            io: Stream::Plain(io),
+            tls: None,
+            authed: None,
+            auth_relay: false,
+            tls_relay: false,
             shared,
             id,
             peer,
@@ -316,7 +405,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let span = tracing::info_span!("session", ss_sess = %self.id);
         async move {
             info!(client_ip = %self.peer.ip(), client_port = self.peer.port(), "connected");
-            if self.start().await == Flow::Continue {
+            let mut flow = Flow::Continue;
+            if self.shared.settings.implicit_tls {
+                flow = self.handshake().await;
+            }
+            if flow == Flow::Continue && self.start().await == Flow::Continue {
                 self.command_loop().await;
             }
             if let Some(ta) = self.ta.take() {
@@ -750,6 +843,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !self.rbuf.is_empty()
             && verb != Verb::Quit
             && verb != Verb::Bdat
+            && verb != Verb::StartTls
             && (ends_group(verb) || !self.pipelining())
         {
             let host = self.shared.settings.hostname.clone();
@@ -825,11 +919,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Flow::Continue
             }
             Command::Etrn(node) => self.etrn(node).await,
-            Command::StartTls | Command::Auth { .. } => {
-                self.reply(r(502, 5, 5, 1, format!("{verb} not available")))
-                    .await;
-                Flow::Continue
-            }
+            Command::StartTls => self.starttls().await,
+            Command::Auth { mechanism, initial } => self.auth(&mechanism, initial.as_deref()).await,
         }
     }
 
@@ -853,6 +944,347 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         ];
         lines.extend(self.shared.settings.help.iter().cloned());
         Reply::multi(214, Some(EnhancedCode::new(2, 0, 0)), lines)
+    }
+
+    // ---- STARTTLS -------------------------------------------------------------
+
+    /// Whether EHLO offers STARTTLS: TLS configured, the `starttls` flag
+    /// on, TLS not active yet.
+    fn starttls_offered(&self) -> bool {
+        let s = &self.shared.settings;
+        s.tls.is_some() && s.flags.starttls && !self.io.is_tls()
+    }
+
+    async fn starttls(&mut self) -> Flow {
+        if self.io.is_tls() {
+            return self
+                .bad_command(r(503, 5, 5, 1, "TLS already active"))
+                .await;
+        }
+        if !self.starttls_offered() {
+            self.reply(r(502, 5, 5, 1, "STARTTLS not available")).await;
+            return Flow::Continue;
+        }
+        if self.ta.is_some() {
+            return self
+                .bad_command(r(503, 5, 5, 1, "STARTTLS not allowed in a transaction"))
+                .await;
+        }
+        if !self.rbuf.is_empty() {
+            // RFC 3207 section 4.2 and the command-injection class of bugs:
+            // what came in clear after STARTTLS must not be taken as sent
+            // under TLS.
+            info!(
+                r#where = "connection",
+                discarded = self.rbuf.len(),
+                "input pipelined after STARTTLS discarded"
+            );
+            self.rbuf.clear();
+        }
+        r(220, 2, 0, 0, "Ready to start TLS").write_to(&mut self.out);
+        self.handshake().await
+    }
+
+    /// Whether a client certificate allows relaying; see
+    /// [`crate::tls`].
+    async fn cert_relay(&self, tls: &crate::tls::TlsServer, info: &TlsInfo) -> bool {
+        if info.verify != crate::tls::Verify::Ok {
+            return false;
+        }
+        if tls.allow_relaying_if_verified {
+            info!(
+                relay = true,
+                "relaying allowed by the verified client certificate"
+            );
+            return true;
+        }
+        if !tls.check_access_map_for_relaying || !self.shared.settings.flags.access {
+            return false;
+        }
+        let req = SmarRequest::CertCheck {
+            issuer: info.issuer.clone().unwrap_or_default(),
+            subject: info.subject.clone().unwrap_or_default(),
+        };
+        match self
+            .shared
+            .smar
+            .request(req, self.shared.settings.wait_for_smar)
+            .await
+        {
+            Ok(SmarReply::Relay { .. }) => {
+                info!(
+                    relay = true,
+                    "relaying allowed by the access map for the client certificate"
+                );
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                warn!(error = %e, "smar unavailable for the certificate check");
+                false
+            }
+        }
+    }
+
+    /// The TLS handshake (after STARTTLS or at connect on an implicit-TLS
+    /// listener). On success the session starts over as RFC 3207 4.2
+    /// asks: no HELO/EHLO known, nothing buffered. A failed handshake
+    /// closes the connection (the stream's state is unknown).
+    async fn handshake(&mut self) -> Flow {
+        let Some(tls) = self.shared.settings.tls.clone() else {
+            return Flow::Close;
+        };
+        if let Err(e) = self.flush().await {
+            info!(error = %e, "write error");
+            return Flow::Close;
+        }
+        let Some(plain) = self.io.take_plain() else {
+            return Flow::Close;
+        };
+        let timeout = self.shared.settings.io_timeout;
+        let res = tokio::time::timeout(timeout, tls.acceptor().accept(plain)).await;
+        match res {
+            Ok(Ok(stream)) => {
+                let info = tls.info(stream.get_ref().1);
+                info!(
+                    r#where = "connection",
+                    starttls = "successful",
+                    version = %info.version,
+                    cipher = %info.cipher,
+                    bits = info.bits,
+                    verify = %info.verify,
+                    cert_subject = info.subject.as_deref().unwrap_or(""),
+                    cert_issuer = info.issuer.as_deref().unwrap_or(""),
+                    "TLS started"
+                );
+                self.io = Stream::Tls(Box::new(stream));
+                self.tls_relay = self.cert_relay(&tls, &info).await;
+                self.tls = Some(info);
+                self.helo = None;
+                self.esmtp = false;
+                self.authed = None;
+                self.auth_relay = false;
+                self.syntax = self.shared.settings.syntax;
+                self.rbuf.clear();
+                Flow::Continue
+            }
+            Ok(Err(e)) => {
+                info!(r#where = "connection", starttls = %format!("failed: {e}"), "TLS handshake failed");
+                Flow::Close
+            }
+            Err(_) => {
+                info!(
+                    r#where = "connection",
+                    starttls = "failed: handshake timeout",
+                    "TLS handshake failed"
+                );
+                Flow::Close
+            }
+        }
+    }
+
+    // ---- AUTH -------------------------------------------------------------------
+
+    /// The AUTH server when EHLO offers AUTH: configured, the `auth` flag
+    /// on, mechanisms left, not logged in yet, and TLS active unless
+    /// `allow_without_tls`.
+    fn auth_offered(&self) -> Option<Arc<AuthServer>> {
+        let s = &self.shared.settings;
+        let a = s.auth.as_ref()?;
+        (s.flags.auth
+            && self.authed.is_none()
+            && !a.mechanisms.is_empty()
+            && (self.io.is_tls() || a.without_tls))
+            .then(|| Arc::clone(a))
+    }
+
+    async fn auth(&mut self, mechanism: &str, initial: Option<&str>) -> Flow {
+        // Counted like NOOP: a client cannot try logins without end in one
+        // session, whatever the answers.
+        if self.nop().await == Flow::Close {
+            return Flow::Close;
+        }
+        if self.authed.is_some() {
+            return self
+                .bad_command(r(503, 5, 5, 1, "Already authenticated"))
+                .await;
+        }
+        if self.ta.is_some() {
+            return self
+                .bad_command(r(503, 5, 5, 1, "AUTH not allowed in a transaction"))
+                .await;
+        }
+        let Some(auth) = self.shared.settings.auth.clone() else {
+            self.reply(r(502, 5, 5, 1, "AUTH not available")).await;
+            return Flow::Continue;
+        };
+        if !self.esmtp {
+            return self.bad_command(r(503, 5, 5, 1, "Send EHLO first")).await;
+        }
+        let Some(auth) = self.auth_offered() else {
+            let reply = if self.shared.settings.flags.auth && !self.io.is_tls() && !auth.without_tls
+            {
+                r(538, 5, 7, 11, "Encryption required for authentication")
+            } else {
+                r(502, 5, 5, 1, "AUTH not available")
+            };
+            self.reply(reply).await;
+            return Flow::Continue;
+        };
+        let Some(mech) = Mechanism::from_name(mechanism).filter(|m| auth.mechanisms.contains(m))
+        else {
+            self.reply(r(504, 5, 5, 4, "Unrecognized authentication type"))
+                .await;
+            return Flow::Continue;
+        };
+        let ip = self.peer.ip();
+        if auth.fails.blocked(ip, std::time::Instant::now()) {
+            info!(mech = %mech, stat = "fail rate", "AUTH refused: too many failures");
+            self.reply(r(
+                454,
+                4,
+                7,
+                0,
+                "Too many failed authentication attempts, try again later",
+            ))
+            .await;
+            return Flow::Continue;
+        }
+        let initial = match initial {
+            None => None,
+            Some("=") => Some(Vec::new()),
+            Some(b) => match B64.decode(b) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    self.reply(r(501, 5, 5, 2, "Invalid base64 data")).await;
+                    return Flow::Continue;
+                }
+            },
+        };
+        let mut sasl = match &auth.dovecot {
+            None => Sasl::Local(Box::new(Exchange::new(
+                mech,
+                Arc::clone(&auth),
+                &self.shared.settings.hostname,
+            ))),
+            Some(path) => {
+                match DovecotAuth::connect(path, self.shared.settings.module_timeout).await {
+                    Ok(d) => Sasl::Dovecot(Box::new(d)),
+                    Err(e) => {
+                        warn!(error = %e, "AUTH unavailable");
+                        self.reply(r(454, 4, 7, 0, "Temporary authentication failure"))
+                            .await;
+                        return Flow::Continue;
+                    }
+                }
+            }
+        };
+        let info = ClientInfo {
+            local: self.local,
+            remote: self.peer,
+            secured: self.io.is_tls(),
+        };
+        let mut step = sasl.start(mech, initial, &info).await;
+        for _ in 0..MAX_SASL_ROUNDS {
+            match step {
+                Step::Challenge(c) => {
+                    self.out.extend_from_slice(b"334 ");
+                    self.out.extend_from_slice(B64.encode(c).as_bytes());
+                    self.out.extend_from_slice(b"\r\n");
+                    let line = match self.sasl_line().await {
+                        Ok(l) => l,
+                        Err(flow) => return flow,
+                    };
+                    if line == b"*" {
+                        info!(mech = %mech, "AUTH canceled by the client");
+                        self.reply(r(501, 5, 0, 0, "Authentication canceled")).await;
+                        return Flow::Continue;
+                    }
+                    step = match B64.decode(&line) {
+                        Ok(d) => sasl.step(&d).await,
+                        Err(_) => Step::Malformed("invalid base64"),
+                    };
+                }
+                Step::Verify { user, password } => {
+                    let a = Arc::clone(&auth);
+                    let u = user.clone();
+                    let ok =
+                        tokio::task::spawn_blocking(move || a.db.verify_password(&u, &password))
+                            .await
+                            .unwrap_or(false);
+                    step = if ok {
+                        Step::Success(user)
+                    } else {
+                        Step::Fail("wrong password")
+                    };
+                }
+                Step::Success(user) => {
+                    self.auth_relay = auth.trusts(mech);
+                    info!(auth = %user, mech = %mech, relay = self.auth_relay, "authenticated");
+                    self.authed = Some((user, mech));
+                    self.reply(r(235, 2, 7, 0, "Authentication successful"))
+                        .await;
+                    return Flow::Continue;
+                }
+                Step::Fail(why) => {
+                    auth.fails.record(ip, std::time::Instant::now());
+                    info!(mech = %mech, stat = why, "authentication failed");
+                    self.reply(r(535, 5, 7, 8, "Authentication credentials invalid"))
+                        .await;
+                    return Flow::Continue;
+                }
+                Step::TempFail(why) => {
+                    info!(mech = %mech, stat = why, "authentication unavailable");
+                    self.reply(r(454, 4, 7, 0, "Temporary authentication failure"))
+                        .await;
+                    return Flow::Continue;
+                }
+                Step::Malformed(why) => {
+                    auth.fails.record(ip, std::time::Instant::now());
+                    info!(mech = %mech, stat = why, "authentication failed");
+                    self.reply(r(
+                        501,
+                        5,
+                        5,
+                        2,
+                        format!("Malformed authentication data: {why}"),
+                    ))
+                    .await;
+                    return Flow::Continue;
+                }
+            }
+        }
+        self.reply(r(535, 5, 7, 8, "Authentication exchange too long"))
+            .await;
+        Flow::Continue
+    }
+
+    /// One response line of a SASL exchange (RFC 4954: at most 12288
+    /// octets), without its line end and surrounding blanks.
+    async fn sasl_line(&mut self) -> Result<Vec<u8>, Flow> {
+        loop {
+            let limit = self.rbuf.len().min(MAX_SASL_LINE + 2);
+            if let Some(i) = self.rbuf[..limit].iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.rbuf.drain(..=i).collect();
+                return Ok(line.trim_ascii().to_vec());
+            }
+            if self.rbuf.len() > MAX_SASL_LINE + 2 {
+                let host = self.shared.settings.hostname.clone();
+                info!(stat = "AUTH line too long", "closing session");
+                r(
+                    500,
+                    5,
+                    5,
+                    6,
+                    format!("{host} Authentication line too long, closing connection"),
+                )
+                .write_to(&mut self.out);
+                return Err(Flow::Close);
+            }
+            if self.read_or_end().await == Flow::Close {
+                return Err(Flow::Close);
+            }
+        }
     }
 
     // ---- HELO / EHLO --------------------------------------------------------
@@ -954,6 +1386,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if f.pipelining {
             k.push("PIPELINING".to_string());
         }
+        if self.starttls_offered() {
+            k.push("STARTTLS".to_string());
+        }
+        if let Some(a) = self.auth_offered() {
+            let names: Vec<&str> = a.mechanisms.iter().map(|m| m.name()).collect();
+            k.push(format!("AUTH {}", names.join(" ")));
+        }
         k.push(format!("SIZE {}", s.max_message_size));
         if f.eight_bit_mime {
             k.push("8BITMIME".into());
@@ -1041,6 +1480,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         if self.transactions >= settings.limits.transactions {
             return self.too_many("transactions").await;
+        }
+        if settings.auth.as_ref().is_some_and(|a| a.required) && self.authed.is_none() {
+            info!(mail = %path, stat = "530", "sender refused: authentication required");
+            self.reply(r(530, 5, 7, 0, "Authentication required")).await;
+            return Flow::Continue;
+        }
+        let mut params = params;
+        // RFC 4954 section 5: AUTH= is believed only from an
+        // authenticated client; an authenticated client's submissions
+        // carry its login name when it gave none.
+        match &self.authed {
+            None if params.auth.is_some() => params.auth = Some(AuthParam::Unknown),
+            Some((user, _)) if params.auth.is_none() => {
+                params.auth = Some(AuthParam::Mailbox(user.clone()));
+            }
+            _ => {}
         }
         if let Some(p) = self.unoffered_mail_param(&params) {
             return self
@@ -1179,7 +1634,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 sender,
                 client_ip: self.peer.ip(),
                 session: self.verdict.connect.clone(),
-                relay_allowed: false,
+                relay_allowed: self.auth_relay || self.tls_relay,
             };
             match s.smar.request(req, settings.wait_for_smar).await {
                 Ok(SmarReply::Accept { .. }) | Ok(SmarReply::Relay { .. }) => {}
@@ -1289,6 +1744,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         let helo = self.helo.as_ref().map(|h| h.to_string());
+        let tls_part = self.tls.as_ref().map(TlsInfo::received_part);
         let header = received(&ReceivedInfo {
             helo: helo.as_deref(),
             client_name: None,
@@ -1296,8 +1752,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             hostname: &self.shared.settings.hostname,
             esmtp: self.esmtp,
             utf8: ta.params.smtputf8,
-            tls: false,
-            auth: false,
+            tls: tls_part.as_deref(),
+            auth: self.authed.is_some(),
             id: &ta.id.to_string(),
             time: now_secs(),
         });

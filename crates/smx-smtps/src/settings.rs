@@ -3,10 +3,14 @@
 //! greeting's metatags and the `sloppy_clients` patterns.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use smx_conf::model::smtps::{SmtpsConfig, SmtpsFlags, SyntaxMode};
 use smx_proto::Syntax;
+
+use crate::auth::{AuthError, AuthServer};
+use crate::tls::{TlsError, TlsServer};
 
 /// Settings of one SMTP server instance.
 #[derive(Debug, Clone)]
@@ -45,6 +49,25 @@ pub struct Settings {
     pub max_connections_per_ip: u32,
     /// Open connections in all.
     pub max_parallel_connections: u32,
+    /// STARTTLS / implicit TLS, when the `tls` section is there and its
+    /// files are loaded ([`Settings::load`]).
+    pub tls: Option<TlsServer>,
+    /// Implicit TLS (RFC 8314): the handshake starts at connect.
+    pub implicit_tls: bool,
+    /// SMTP AUTH, when the `auth` section is there and its password file
+    /// is loaded ([`Settings::load`]).
+    pub auth: Option<Arc<AuthServer>>,
+}
+
+/// Why [`Settings::load`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The TLS files.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    /// The AUTH password file.
+    #[error("auth: {0}")]
+    Auth(#[from] AuthError),
 }
 
 /// Per-session and per-transaction counters' limits.
@@ -75,7 +98,22 @@ pub struct Limits {
 }
 
 impl Settings {
-    /// Settings from a loaded configuration section.
+    /// Settings from a loaded configuration section, with the files it
+    /// names (TLS certificates and keys) read.
+    pub fn load(c: &SmtpsConfig, hostname: impl Into<String>) -> Result<Settings, SettingsError> {
+        let mut s = Settings::from_config(c, hostname);
+        if let Some(t) = &c.tls {
+            s.tls = Some(TlsServer::load(t)?);
+            s.implicit_tls = t.implicit;
+        }
+        if let Some(a) = &c.auth {
+            s.auth = Some(Arc::new(AuthServer::load(a)?));
+        }
+        Ok(s)
+    }
+
+    /// Settings from a loaded configuration section without reading any
+    /// file: no TLS and no AUTH (see [`Settings::load`]).
     pub fn from_config(c: &SmtpsConfig, hostname: impl Into<String>) -> Settings {
         let mut syntax = match c.syntax {
             SyntaxMode::Strict => Syntax::STRICT,
@@ -112,6 +150,9 @@ impl Settings {
             max_sessions: c.max_threads,
             max_connections_per_ip: c.max_connections_per_ip,
             max_parallel_connections: c.max_parallel_connections,
+            tls: None,
+            implicit_tls: false,
+            auth: None,
         }
     }
 

@@ -19,6 +19,8 @@ use smx_store::cdb::{Cdb, CdbOptions};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+pub mod tls_peer;
+
 pub const HOSTNAME: &str = "smtpc.test.invalid";
 
 /// A CDB in a temporary directory.

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod pki;
+
 use smx_conf::model::smtps::SmtpsConfig;
 use smx_ipc::DEFAULT_MAX_FRAME;
 use smx_ipc::link::{Link, ServerFrame};
@@ -42,6 +44,7 @@ pub struct Seen {
     pub closes: usize,
     pub etrn: Vec<String>,
     pub connect_checks: usize,
+    pub cert_checks: Vec<(String, String)>,
 }
 
 pub struct Harness {
@@ -72,7 +75,7 @@ impl Harness {
         let (ntx, nrx) = mpsc::unbounded_channel();
         spawn_qmgr(&qmgr_sock, script, Arc::clone(&seen), nrx);
         spawn_smar(&smar_sock, Arc::clone(&seen));
-        let settings = Settings::from_config(&cfg, "mx.test.example");
+        let settings = Settings::load(&cfg, "mx.test.example").unwrap();
         let parts = ServerParts {
             settings,
             cdb: Arc::clone(&cdb),
@@ -267,8 +270,10 @@ fn spawn_qmgr(
 
 /// The scripted smar: the local part decides.
 /// RCPT: `reject*` → 550 5.7.1, `temp*` → 450 4.7.1, `discard*` → discard,
-/// `relaydenied*` → 550 5.7.1 relaying denied, anything else accepted.
+/// `relaydenied*` → 550 5.7.1 relaying denied unless the session asks
+/// with `relay_allowed` (then relayed), anything else accepted.
 /// MAIL: `spammer@*` → 553 5.7.1. Connect: accepted, counted.
+/// Certificates: recorded; a subject with `CN=client.example` relays.
 fn spawn_smar(path: &Path, seen: Arc<Mutex<Seen>>) {
     serve::<SmtpsSmar, _, _>(
         path,
@@ -287,12 +292,31 @@ fn spawn_smar(path: &Path, seen: Arc<Mutex<Seen>>) {
                             SmarReply::Accept { quick: false }
                         }
                     }
-                    SmarRequest::CertCheck { .. } => SmarReply::Accept { quick: false },
+                    SmarRequest::CertCheck { issuer, subject } => {
+                        let relay = subject.contains("CN=client.example");
+                        seen.lock().unwrap().cert_checks.push((issuer, subject));
+                        if relay {
+                            SmarReply::Relay { quick: false }
+                        } else {
+                            SmarReply::Accept { quick: false }
+                        }
+                    }
                     SmarRequest::MailCheck { sender, .. } => {
                         if sender.starts_with("spammer@") {
                             SmarReply::Reject(reply(553, (5, 7, 1), "sender blocked"))
                         } else {
                             SmarReply::Accept { quick: false }
+                        }
+                    }
+                    SmarRequest::RcptCheckInSession {
+                        rcpt,
+                        relay_allowed,
+                        ..
+                    } if rcpt.starts_with("relaydenied") => {
+                        if relay_allowed {
+                            SmarReply::Relay { quick: false }
+                        } else {
+                            SmarReply::Reject(reply(550, (5, 7, 1), "relaying denied"))
                         }
                     }
                     SmarRequest::RcptCheck { rcpt, .. }
@@ -314,9 +338,13 @@ fn spawn_smar(path: &Path, seen: Arc<Mutex<Seen>>) {
     );
 }
 
+/// A stream the client can talk over (TCP, or TLS over TCP).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// A raw SMTP client for exact protocol tests.
 pub struct Client {
-    pub stream: TcpStream,
+    pub stream: Box<dyn Io>,
     buf: Vec<u8>,
 }
 
@@ -324,7 +352,7 @@ impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).await.unwrap();
         Client {
-            stream,
+            stream: Box::new(stream),
             buf: Vec::new(),
         }
     }
@@ -362,6 +390,31 @@ impl Client {
         }
     }
 
+    /// Wraps the client's stream (e.g. in TLS); anything buffered but
+    /// not yet read as a reply is returned and dropped.
+    pub async fn upgrade<F, Fut>(self, f: F) -> (Client, Vec<u8>)
+    where
+        F: FnOnce(Box<dyn Io>) -> Fut,
+        Fut: std::future::Future<Output = Box<dyn Io>>,
+    {
+        let stream = f(self.stream).await;
+        (
+            Client {
+                stream,
+                buf: Vec::new(),
+            },
+            self.buf,
+        )
+    }
+
+    /// A client over an already set up stream.
+    pub fn over(stream: Box<dyn Io>) -> Client {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Sends a line and returns the reply.
     pub async fn cmd(&mut self, line: &str) -> String {
         self.send(format!("{line}\r\n").as_bytes()).await;
@@ -394,7 +447,7 @@ impl Client {
         sock.bind(SocketAddr::new(from, 0)).unwrap();
         let stream = sock.connect(addr).await.unwrap();
         Client {
-            stream,
+            stream: Box::new(stream),
             buf: Vec::new(),
         }
     }

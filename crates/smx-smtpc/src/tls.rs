@@ -1,0 +1,404 @@
+//! STARTTLS for the client (RFC 3207; seed 3.11, 3.13, chapter 11), with
+//! rustls and its ring provider.
+//!
+//! # Opportunistic TLS
+//!
+//! As MeTA1, smtpc starts TLS whenever the server offers STARTTLS. The
+//! server's certificate does not have to verify for that: a handshake
+//! with an unverified certificate still encrypts, and refusing it would
+//! only send the mail in clear. The handshake signatures are always
+//! checked (the server must own its key); the chain and the name are
+//! checked against `CAcert_file` / `CAcert_directory` after the handshake,
+//! and the result (`verified` or not) is logged and compared with the
+//! [`TlsRequirements`]. Without any CA nothing verifies.
+//!
+//! When the handshake fails (the stream is then unusable), the session
+//! is closed and the same host is tried again at once without STARTTLS,
+//! unless TLS is required (requirements set): then the target fails
+//! temporarily (`451 4.7.5`, the seed's `requirements_violation =
+//! tempfail`). A 4xx/5xx reply to STARTTLS goes on in clear on the same
+//! session, again unless TLS is required. Input the server sends after
+//! its 220 and before the handshake is the response-injection class of
+//! attack: the handshake is not attempted and the host is retried in
+//! clear (or fails, when required).
+//!
+//! # Client certificate
+//!
+//! With `cert_file` and `key_file` in the `tls` section the client
+//! presents that certificate when asked (PEM, as for the server).
+//!
+//! # Requirements (seed 3.13)
+//!
+//! `verified`: the chain verifies against the CAs and names the host
+//! (the MX name given by qmgr, or the address when there is none);
+//! `common_name`: the certificate's subject CN equals the value (ASCII
+//! case-insensitive); `min_cipher_bits`: the symmetric key length is at
+//! least the value. Any requirement makes TLS mandatory for the target.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use smx_conf::model::common::TlsFiles;
+use tokio_rustls::TlsConnector;
+
+/// Most files read from `CAcert_directory`.
+pub const MAX_CA_DIR_FILES: usize = 4096;
+
+/// Why the TLS files could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(String),
+}
+
+fn file_err(path: &Path, reason: impl ToString) -> TlsError {
+    TlsError::File {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let iter = CertificateDer::pem_file_iter(path).map_err(|e| file_err(path, e))?;
+    let certs = iter
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(path, e))?;
+    if certs.is_empty() {
+        return Err(file_err(path, "no certificate in the file"));
+    }
+    Ok(certs)
+}
+
+fn read_cas(file: Option<&Path>, dir: Option<&Path>) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    if let Some(f) = file {
+        for c in read_certs(f)? {
+            roots.add(c).map_err(|e| file_err(f, e))?;
+        }
+    }
+    if let Some(d) = dir {
+        let entries = std::fs::read_dir(d).map_err(|e| file_err(d, e))?;
+        for entry in entries.take(MAX_CA_DIR_FILES) {
+            let path = entry.map_err(|e| file_err(d, e))?.path();
+            if !path.is_file() {
+                continue;
+            }
+            let Ok(iter) = CertificateDer::pem_file_iter(&path) else {
+                continue;
+            };
+            for c in iter.flatten() {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// What a target requires of TLS; see the module doc.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsRequirements {
+    /// The certificate must verify (chain and name).
+    pub verified: bool,
+    /// The subject CN must be this.
+    pub common_name: Option<String>,
+    /// Least symmetric key bits.
+    pub min_cipher_bits: u32,
+}
+
+impl TlsRequirements {
+    /// Whether anything is required (then TLS is mandatory).
+    pub fn any(&self) -> bool {
+        self.verified || self.common_name.is_some() || self.min_cipher_bits > 0
+    }
+
+    /// The first requirement `info` does not meet.
+    pub fn check(&self, info: &TlsInfo) -> Result<(), String> {
+        if self.verified && !info.verified {
+            return Err("certificate not verified".into());
+        }
+        if let Some(cn) = &self.common_name
+            && !info
+                .common_name
+                .as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case(cn))
+        {
+            return Err(format!(
+                "common name {} is not {cn}",
+                info.common_name.as_deref().unwrap_or("(none)")
+            ));
+        }
+        if info.bits < self.min_cipher_bits {
+            return Err(format!(
+                "cipher bits {} below {}",
+                info.bits, self.min_cipher_bits
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a finished handshake gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub version: String,
+    /// The IANA name of the cipher suite.
+    pub cipher: String,
+    /// Symmetric key bits.
+    pub bits: u32,
+    /// The chain and name verified.
+    pub verified: bool,
+    /// The subject CN of the server certificate.
+    pub common_name: Option<String>,
+}
+
+/// Effective key length of the symmetric cipher of a suite name.
+pub fn cipher_bits(suite: &str) -> u32 {
+    if suite.contains("AES_128") {
+        128
+    } else if suite.contains("AES_256") || suite.contains("CHACHA20") {
+        256
+    } else {
+        0
+    }
+}
+
+/// The client's TLS state, shared by all sessions.
+#[derive(Clone)]
+pub struct TlsClient {
+    connector: TlsConnector,
+    verifier: Option<Arc<WebPkiServerVerifier>>,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("has_cas", &self.verifier.is_some())
+            .finish()
+    }
+}
+
+impl PartialEq for TlsClient {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(self.connector.config(), other.connector.config())
+    }
+}
+
+impl Eq for TlsClient {}
+
+impl TlsClient {
+    /// Opportunistic TLS without files: no client certificate, nothing
+    /// verifies.
+    pub fn opportunistic() -> Result<TlsClient, TlsError> {
+        TlsClient::load(&TlsFiles::default())
+    }
+
+    /// Loads the `tls` section's files; see the module doc.
+    pub fn load(files: &TlsFiles) -> Result<TlsClient, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let roots = read_cas(
+            files.ca_cert_file.as_deref(),
+            files.ca_cert_directory.as_deref(),
+        )?;
+        let verifier = if roots.is_empty() {
+            None
+        } else {
+            Some(
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                    .build()
+                    .map_err(|e| TlsError::Rustls(e.to_string()))?,
+            )
+        };
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Rustls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Lenient { provider }));
+        let config = match (&files.cert_file, &files.key_file) {
+            (Some(c), Some(k)) => {
+                let chain = read_certs(c)?;
+                let key = PrivateKeyDer::from_pem_file(k).map_err(|e| file_err(k, e))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| TlsError::Rustls(e.to_string()))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(TlsClient {
+            connector: TlsConnector::from(Arc::new(config)),
+            verifier,
+        })
+    }
+
+    /// The connector for handshakes.
+    pub fn connector(&self) -> &TlsConnector {
+        &self.connector
+    }
+
+    /// What a finished handshake with `name` gave.
+    pub fn info(&self, conn: &rustls::ClientConnection, name: &ServerName<'_>) -> TlsInfo {
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+            Some(other) => format!("{other:?}"),
+            None => "unknown".to_string(),
+        };
+        let cipher = conn.negotiated_cipher_suite().map_or_else(
+            || "unknown".to_string(),
+            |s| {
+                s.suite()
+                    .as_str()
+                    .map_or_else(|| format!("{:?}", s.suite()), str::to_string)
+            },
+        );
+        let certs = conn.peer_certificates().unwrap_or(&[]);
+        let verified = match (&self.verifier, certs.split_first()) {
+            (Some(v), Some((leaf, rest))) => v
+                .verify_server_cert(leaf, rest, name, &[], UnixTime::now())
+                .is_ok(),
+            _ => false,
+        };
+        let common_name = certs.first().and_then(|leaf| {
+            let (_, c) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+            let cn = c.subject().iter_common_name().next()?.as_str().ok()?;
+            Some(cn.chars().filter(|c| !c.is_control()).collect())
+        });
+        TlsInfo {
+            bits: cipher_bits(&cipher),
+            version,
+            cipher,
+            verified,
+            common_name,
+        }
+    }
+}
+
+/// The name to send (SNI) and verify for a target label
+/// (`name[address]:port` or `[address]:port`).
+pub fn server_name(label: &str, addr: std::net::IpAddr) -> ServerName<'static> {
+    let name = label.split('[').next().unwrap_or("").trim_end_matches('.');
+    match ServerName::try_from(name.to_string()) {
+        Ok(n @ ServerName::DnsName(_)) => n,
+        _ => ServerName::IpAddress(addr.into()),
+    }
+}
+
+/// Accepts any chain during the handshake (it is judged after), but
+/// checks the handshake signatures.
+#[derive(Debug)]
+struct Lenient {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Lenient {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_labels() {
+        let ip: std::net::IpAddr = "192.0.2.1".parse().unwrap_or([0, 0, 0, 0].into());
+        assert!(matches!(
+            server_name("mx.example.org[192.0.2.1]:25", ip),
+            ServerName::DnsName(d) if d.as_ref() == "mx.example.org"
+        ));
+        assert!(matches!(
+            server_name("[192.0.2.1]:25", ip),
+            ServerName::IpAddress(_)
+        ));
+    }
+
+    #[test]
+    fn requirements() {
+        let info = TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+            bits: 128,
+            verified: false,
+            common_name: Some("mx.example.org".into()),
+        };
+        assert!(!TlsRequirements::default().any());
+        assert!(TlsRequirements::default().check(&info).is_ok());
+        let v = TlsRequirements {
+            verified: true,
+            ..TlsRequirements::default()
+        };
+        assert!(v.any() && v.check(&info).is_err());
+        let cn = TlsRequirements {
+            common_name: Some("MX.example.org".into()),
+            ..TlsRequirements::default()
+        };
+        assert!(cn.check(&info).is_ok());
+        let cn = TlsRequirements {
+            common_name: Some("other.example".into()),
+            ..TlsRequirements::default()
+        };
+        assert!(cn.check(&info).is_err());
+        let bits = TlsRequirements {
+            min_cipher_bits: 256,
+            ..TlsRequirements::default()
+        };
+        assert!(bits.check(&info).is_err());
+    }
+}

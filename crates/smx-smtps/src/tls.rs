@@ -1,0 +1,445 @@
+//! TLS for the server: STARTTLS (RFC 3207) and implicit TLS (RFC 8314),
+//! with rustls and its ring provider (seed 3.10 item 21, chapter 11).
+//!
+//! [`TlsServer::load`] reads the `tls` section's files, all PEM:
+//! `cert_file` (the chain, leaf first), `key_file` (PKCS#8, PKCS#1 or
+//! SEC1), `CAcert_file` (any number of CA certificates) and every regular
+//! file in `CAcert_directory` (at most [`MAX_CA_DIR_FILES`]; files that
+//! hold no PEM certificate, such as the hash links' targets repeated, are
+//! read once each and duplicates do no harm). Relative paths are taken as
+//! given (relative to the working directory, which mcp sets to the queue
+//! directory). `DSA_cert_file` and `DSA_key_file` are ignored.
+//!
+//! # Client certificates
+//!
+//! With the `ask_cert` flag and at least one CA certificate, the server
+//! asks for a client certificate, naming the CAs' subjects as acceptable
+//! issuers. The handshake never fails because of the client's
+//! certificate: the handshake signatures are checked (the client must own
+//! the key), and the chain is checked against the CAs after the handshake,
+//! giving the seed's `verify=` result (10.4):
+//!
+//! | result | meaning |
+//! | --- | --- |
+//! | `OK` | a certificate was presented and verified |
+//! | `NO` | a certificate was asked for, none presented |
+//! | `NOT` | no certificate was asked for |
+//! | `FAIL` | a certificate was presented and could not be verified |
+//!
+//! # Relaying by certificate
+//!
+//! A verified client certificate (`verify=OK`, never `FAIL`) allows
+//! relaying for the session with `allow_relaying_if_verified`; with
+//! `check_access_map_for_relaying` (and the `access` flag) smar is asked
+//! with the certificate's issuer and subject DNs (`/C=US/O=Example/CN=x`,
+//! as in the certificate; smar applies the seed's `+XX` encoding for
+//! its `certissuer:` and `certsubject:` lookups) and a `relay` verdict
+//! allows relaying.
+//!
+//! # Sessions
+//!
+//! Resumption uses rustls' in-memory session cache (stateful resumption,
+//! [`SESSION_CACHE_ENTRIES`] entries); `cache_timeout` is not applied per
+//! entry (rustls' cache has no lifetime), entries leave by eviction.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use smx_conf::model::smtps::SmtpsTls;
+use tokio_rustls::TlsAcceptor;
+
+/// Most files read from `CAcert_directory`.
+pub const MAX_CA_DIR_FILES: usize = 4096;
+/// Entries of the session resumption cache.
+pub const SESSION_CACHE_ENTRIES: usize = 1024;
+
+/// Why the TLS configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// `cert_file` or `key_file` is missing.
+    #[error("tls needs cert_file and key_file")]
+    Missing,
+    /// rustls refused the configuration (e.g. key and certificate differ).
+    #[error("TLS configuration: {0}")]
+    Rustls(String),
+}
+
+fn file_err(path: &Path, reason: impl ToString) -> TlsError {
+    TlsError::File {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The server's TLS state, shared by all sessions.
+#[derive(Clone)]
+pub struct TlsServer {
+    acceptor: TlsAcceptor,
+    /// A verified client certificate allows relaying.
+    pub allow_relaying_if_verified: bool,
+    /// A verified client certificate is looked up in the access map
+    /// (`certissuer:`, `certsubject:`) for relaying.
+    pub check_access_map_for_relaying: bool,
+    /// Verifies client chains after the handshake (None: not asked).
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl std::fmt::Debug for TlsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsServer")
+            .field("asks_client_cert", &self.verifier.is_some())
+            .finish()
+    }
+}
+
+/// Reads every certificate of a PEM file.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let iter = CertificateDer::pem_file_iter(path).map_err(|e| file_err(path, e))?;
+    let certs = iter
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(path, e))?;
+    if certs.is_empty() {
+        return Err(file_err(path, "no certificate in the file"));
+    }
+    Ok(certs)
+}
+
+/// Reads the private key of a PEM file.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_err(path, e))
+}
+
+/// The CA certificates of `CAcert_file` and `CAcert_directory`.
+pub fn read_cas(file: Option<&Path>, dir: Option<&Path>) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    if let Some(f) = file {
+        for c in read_certs(f)? {
+            roots.add(c).map_err(|e| file_err(f, e))?;
+        }
+    }
+    if let Some(d) = dir {
+        let entries = std::fs::read_dir(d).map_err(|e| file_err(d, e))?;
+        for entry in entries.take(MAX_CA_DIR_FILES) {
+            let entry = entry.map_err(|e| file_err(d, e))?;
+            let path = entry.path();
+            if !path.is_file() {
+                continue;
+            }
+            // Files without certificates (READMEs, CRLs) are skipped.
+            let Ok(iter) = CertificateDer::pem_file_iter(&path) else {
+                continue;
+            };
+            for c in iter.flatten() {
+                // A certificate that is no usable trust anchor is skipped
+                // too, as OpenSSL's directory lookup would never match it.
+                let _ = roots.add(c);
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// The ring provider, the only one smx uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TlsServer {
+    /// Loads the files of a `tls` section; see the module doc.
+    pub fn load(c: &SmtpsTls) -> Result<TlsServer, TlsError> {
+        let (Some(cert), Some(key)) = (&c.files.cert_file, &c.files.key_file) else {
+            return Err(TlsError::Missing);
+        };
+        let chain = read_certs(cert)?;
+        let key = read_key(key)?;
+        let provider = provider();
+        let verifier = if c.flags.ask_cert {
+            let roots = read_cas(
+                c.files.ca_cert_file.as_deref(),
+                c.files.ca_cert_directory.as_deref(),
+            )?;
+            if roots.is_empty() {
+                None
+            } else {
+                let inner =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                        .allow_unauthenticated()
+                        .build()
+                        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+                Some(inner)
+            }
+        } else {
+            None
+        };
+        let builder = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        let builder = match &verifier {
+            Some(inner) => builder.with_client_cert_verifier(Arc::new(Lenient {
+                inner: Arc::clone(inner),
+            })),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+        Ok(TlsServer {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            allow_relaying_if_verified: c.flags.allow_relaying_if_verified,
+            check_access_map_for_relaying: c.flags.check_access_map_for_relaying,
+            verifier,
+        })
+    }
+
+    /// The acceptor for handshakes.
+    pub fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+
+    /// What a finished handshake gave.
+    pub fn info(&self, conn: &rustls::ServerConnection) -> TlsInfo {
+        let version = conn.protocol_version().map_or_else(
+            || "unknown".to_string(),
+            |v| match v {
+                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+                other => format!("{other:?}"),
+            },
+        );
+        let suite = conn.negotiated_cipher_suite();
+        let cipher = suite.map_or_else(
+            || "unknown".to_string(),
+            |s| {
+                s.suite()
+                    .as_str()
+                    .map_or_else(|| format!("{:?}", s.suite()), str::to_string)
+            },
+        );
+        let bits = cipher_bits(&cipher);
+        let certs = conn.peer_certificates().unwrap_or(&[]);
+        let verify = match (&self.verifier, certs.split_first()) {
+            (None, _) => Verify::Not,
+            (Some(_), None) => Verify::No,
+            (Some(v), Some((leaf, rest))) => {
+                match v.verify_client_cert(leaf, rest, UnixTime::now()) {
+                    Ok(_) => Verify::Ok,
+                    Err(_) => Verify::Fail,
+                }
+            }
+        };
+        let (subject, issuer) = certs
+            .first()
+            .map(|leaf| names(leaf))
+            .unwrap_or((None, None));
+        TlsInfo {
+            version,
+            cipher,
+            bits,
+            verify,
+            subject,
+            issuer,
+        }
+    }
+}
+
+/// The subject and issuer DNs of a certificate, in the seed's form
+/// (`/C=US/O=Example/CN=name`).
+pub fn names(cert: &CertificateDer<'_>) -> (Option<String>, Option<String>) {
+    match x509_parser::parse_x509_certificate(cert.as_ref()) {
+        Ok((_, c)) => (Some(dn(c.subject())), Some(dn(c.issuer()))),
+        Err(_) => (None, None),
+    }
+}
+
+/// A distinguished name as `/KEY=value/...`, most significant first.
+fn dn(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let mut out = String::new();
+    for rdn in name.iter() {
+        for atv in rdn.iter() {
+            let key = x509_parser::objects::oid2abbrev(
+                atv.attr_type(),
+                x509_parser::objects::oid_registry(),
+            )
+            .map_or_else(|_| atv.attr_type().to_id_string(), str::to_string);
+            let value = atv.as_str().unwrap_or("?");
+            out.push('/');
+            out.push_str(&key);
+            out.push('=');
+            // Control characters would break log lines and headers.
+            out.extend(value.chars().map(|c| if c.is_control() { '?' } else { c }));
+        }
+    }
+    out
+}
+
+/// Effective key length of the symmetric cipher of a suite name.
+pub fn cipher_bits(suite: &str) -> u32 {
+    if suite.contains("AES_128") {
+        128
+    } else if suite.contains("AES_256") || suite.contains("CHACHA20") {
+        256
+    } else {
+        0
+    }
+}
+
+/// The result of the client certificate check; see the module doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Presented and verified.
+    Ok,
+    /// Asked for, not presented.
+    No,
+    /// Not asked for.
+    Not,
+    /// Presented, not verified.
+    Fail,
+}
+
+impl std::fmt::Display for Verify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verify::Ok => "OK",
+            Verify::No => "NO",
+            Verify::Not => "NOT",
+            Verify::Fail => "FAIL",
+        })
+    }
+}
+
+/// What the session knows about its TLS layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub version: String,
+    /// The IANA name of the cipher suite.
+    pub cipher: String,
+    /// Symmetric key bits.
+    pub bits: u32,
+    /// Client certificate result.
+    pub verify: Verify,
+    /// Client certificate subject.
+    pub subject: Option<String>,
+    /// Client certificate issuer.
+    pub issuer: Option<String>,
+}
+
+impl TlsInfo {
+    /// The Received: part of seed 10.4, without parentheses:
+    /// `TLS=TLSv1.3, cipher=TLS13_AES_256_GCM_SHA384, bits=256, verify=OK`.
+    pub fn received_part(&self) -> String {
+        format!(
+            "TLS={}, cipher={}, bits={}, verify={}",
+            self.version, self.cipher, self.bits, self.verify
+        )
+    }
+}
+
+/// Asks for a client certificate and accepts whatever chain comes (the
+/// chain is judged after the handshake), but checks the handshake
+/// signatures: a client cannot present a certificate without its key.
+#[derive(Debug)]
+struct Lenient {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for Lenient {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits() {
+        assert_eq!(cipher_bits("TLS13_AES_256_GCM_SHA384"), 256);
+        assert_eq!(cipher_bits("TLS13_AES_128_GCM_SHA256"), 128);
+        assert_eq!(cipher_bits("TLS13_CHACHA20_POLY1305_SHA256"), 256);
+        assert_eq!(cipher_bits("TLS_NULL"), 0);
+    }
+
+    #[test]
+    fn received_part() {
+        let i = TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+            bits: 256,
+            verify: Verify::No,
+            subject: None,
+            issuer: None,
+        };
+        assert_eq!(
+            i.received_part(),
+            "TLS=TLSv1.3, cipher=TLS13_AES_256_GCM_SHA384, bits=256, verify=NO"
+        );
+    }
+
+    #[test]
+    fn missing_files_are_errors() {
+        let mut c = SmtpsTls::default();
+        assert!(matches!(TlsServer::load(&c), Err(TlsError::Missing)));
+        c.files.cert_file = Some("/nonexistent/cert.pem".into());
+        c.files.key_file = Some("/nonexistent/key.pem".into());
+        assert!(matches!(TlsServer::load(&c), Err(TlsError::File { .. })));
+    }
+}
