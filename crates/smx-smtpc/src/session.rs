@@ -7,7 +7,9 @@
 //! HELO (RFC 5321 4.1.4: a server without extensions); LMTP has no
 //! fallback. A greeting or EHLO reply whose first word is our own host name
 //! is a mail loop (seed 8.6 `talk_to_myself`): the session is closed and
-//! the target fails with 451 4.4.6, unless `talk_to_myself` is set. The
+//! the target fails with 451 4.4.6, unless `talk_to_myself` is set. LMTP
+//! peers are exempt: LMTP is final delivery (our own lda greets with our
+//! name), so it cannot loop back into the relay path. The
 //! EHLO keywords understood are PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN,
 //! CHUNKING, BINARYMIME, ENHANCEDSTATUSCODES and STARTTLS.
 //!
@@ -523,8 +525,12 @@ impl Session {
                 from_peer: true,
             }));
         }
-        self.check_loop(&greeting, cfg)
-            .map_err(GreetError::Failed)?;
+        // LMTP is final delivery (usually to our own lda, which greets
+        // with our name): no relay loop is possible there.
+        if !lmtp {
+            self.check_loop(&greeting, cfg)
+                .map_err(GreetError::Failed)?;
+        }
         self.ehlo(cfg, lmtp).await.map_err(GreetError::Failed)?;
         if try_tls {
             self.tls(cfg, lmtp).await?;
@@ -540,7 +546,9 @@ impl Session {
         self.send(t.command, "sending EHLO").await?;
         let ehlo = self.read(t.command, "reading EHLO reply").await?;
         if ehlo.is_positive() {
-            self.check_loop(&ehlo, cfg)?;
+            if !lmtp {
+                self.check_loop(&ehlo, cfg)?;
+            }
             self.caps = Capabilities::parse(&ehlo.lines);
             if lmtp {
                 self.caps.pipelining = true;

@@ -225,6 +225,20 @@ async fn a_peer_greeting_with_our_name_is_a_loop() {
     );
     let r = d.deliver(&req).await;
     assert_eq!(statuses(&r), vec![Delivered]);
+
+    // An LMTP peer with our name (our own lda) is final delivery, not a
+    // loop.
+    let lmtp = Scripted::start(|cmd| {
+        if cmd == "." {
+            Act::Send("250 2.0.0 delivered\r\n".into())
+        } else {
+            esmtp(HOSTNAME, &["PIPELINING"])(cmd)
+        }
+    })
+    .await;
+    let d = deliverer(&store, config());
+    let req = delivery(c, "s@x.org", "", &[("a@x.org", "")], tcp(lmtp.addr, true));
+    assert_eq!(statuses(&d.deliver(&req).await), vec![Delivered]);
 }
 
 #[tokio::test]

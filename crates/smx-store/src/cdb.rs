@@ -795,7 +795,8 @@ fn subdir_name(index: usize) -> String {
 }
 
 /// Makes sure `path` is a directory (following symbolic links), creating it
-/// with [`DIR_MODE`] if it is missing; returns whether it was created.
+/// with [`DIR_MODE`] if it is missing; returns whether it was created. A
+/// directory created at the same moment by another process is accepted.
 fn ensure_dir(path: &Path) -> Result<bool, CdbError> {
     match fs::metadata(path) {
         Ok(meta) if meta.is_dir() => return Ok(false),
@@ -807,10 +808,13 @@ fn ensure_dir(path: &Path) -> Result<bool, CdbError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(CdbError::io(CdbOp::CreateDir, path, e)),
     }
-    fs::DirBuilder::new()
-        .mode(DIR_MODE)
-        .create(path)
-        .map_err(|e| CdbError::io(CdbOp::CreateDir, path, e))?;
+    match fs::DirBuilder::new().mode(DIR_MODE).create(path) {
+        Ok(()) => {}
+        // Another process (smtps and qmgr open the same CDB) made it
+        // between the check and the mkdir.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => return Ok(false),
+        Err(e) => return Err(CdbError::io(CdbOp::CreateDir, path, e)),
+    }
     // The mode given to mkdir(2) is reduced by the umask; set it exactly.
     fs::set_permissions(path, Permissions::from_mode(DIR_MODE))
         .map_err(|e| CdbError::io(CdbOp::CreateDir, path, e))?;
@@ -1666,6 +1670,25 @@ mod tests {
                 seen.insert(t);
             }
             prop_assert!(lasts.keys().all(|t| seen.contains(t)));
+        }
+    }
+
+    #[test]
+    fn concurrent_opens_of_a_new_base_all_succeed() {
+        // smtps and qmgr open the same CDB at start; the subdirectories
+        // are created by whichever comes first.
+        for _ in 0..20 {
+            let d = tempfile::tempdir().unwrap();
+            let base = d.path().join("cdb");
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let base = base.clone();
+                    std::thread::spawn(move || Cdb::open(base, CdbOptions::default()).map(|_| ()))
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
         }
     }
 }

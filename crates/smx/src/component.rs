@@ -183,7 +183,8 @@ pub fn smtps(config: Config, name: Option<String>, allow_root: bool) -> ExitCode
     };
     let r = check_root(allow_root, "smtps").and_then(|()| {
         runtime()?.block_on(async {
-            let settings = smx_smtps::Settings::from_config(&section, hostname(&config));
+            let settings = smx_smtps::Settings::load(&section, hostname(&config))
+                .map_err(|e| ConfigProblem(e.to_string()))?;
             let ids_dir = in_queue(&config, Path::new("smtps"));
             mkdir(&ids_dir)?;
             let ids = smx_store::id::IdSource::open(ids_dir.join(format!("ids.{}", section.id)))
@@ -245,7 +246,8 @@ pub fn smtpc(config: Config, allow_root: bool) -> ExitCode {
     let r = check_root(allow_root, "smtpc").and_then(|()| {
         runtime()?.block_on(async {
             let reuse = config.qmgr.flags.reuse_connection;
-            let mut cfg = smx_smtpc::ClientConfig::from_conf(c, &hostname(&config), reuse);
+            let mut cfg = smx_smtpc::ClientConfig::load(c, &hostname(&config), reuse)
+                .map_err(|e| ConfigProblem(e.to_string()))?;
             cfg.lmtp_socket = in_queue(&config, &c.lmtp_socket);
             let deliverer = Arc::new(smx_smtpc::Deliverer::new(cfg, cdb(&config, None)?));
             let listener = bind_unix(&in_queue(&config, &config.smtpc_socket))?;
@@ -259,6 +261,46 @@ pub fn smtpc(config: Config, allow_root: bool) -> ExitCode {
     });
     drop(log);
     exit_code("smtpc", r)
+}
+
+// ---- qmgr --------------------------------------------------------------------
+
+/// `smx qmgr`.
+pub fn qmgr(config: Config, config_file: Option<&Path>, allow_root: bool) -> ExitCode {
+    let q = &config.qmgr;
+    let log = match log_settings("qmgr", &q.log, q.log_level, &config)
+        .and_then(|s| smx_log::init(&s).map_err(|e| anyhow!("cannot start logging: {e}")))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("smx qmgr: {e:#}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let r = check_root(allow_root, "qmgr").and_then(|()| {
+        let mut settings = smx_qmgr::Settings::from_config(&config);
+        settings.hostname = hostname(&config);
+        if let Some(file) = &q.conf {
+            // Map files are relative to the configuration file's directory.
+            let base = config_file
+                .and_then(Path::parent)
+                .map_or_else(|| config.queue_directory.clone(), Path::to_path_buf);
+            let path = base.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigProblem(format!("qmgr_conf {}: {e}", path.display())))?;
+            settings.limits = smx_qmgr::limits::LimitTable::parse(&text)
+                .map_err(|e| ConfigProblem(format!("qmgr_conf {}: {e}", path.display())))?;
+        }
+        runtime()?.block_on(async {
+            tracing::info!("qmgr starting");
+            smx_qmgr::serve(settings, termination()?)
+                .await
+                .context("qmgr")?;
+            Ok(())
+        })
+    });
+    drop(log);
+    exit_code("qmgr", r)
 }
 
 // ---- smar --------------------------------------------------------------------

@@ -80,6 +80,15 @@ enum Command {
         #[arg(long)]
         allow_root: bool,
     },
+    /// The queue manager (started by `smx run`).
+    Qmgr {
+        /// Configuration file; default: the embedded configuration.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Allow running as root (tests, containers).
+        #[arg(long)]
+        allow_root: bool,
+    },
     /// The delivery agent (started by `smx run`).
     Smtpc {
         /// Configuration file; default: the embedded configuration.
@@ -154,6 +163,10 @@ fn main() -> ExitCode {
             allow_root,
         } => match load(config.as_deref()) {
             Ok(c) => component::smtps(c, name, allow_root),
+            Err(code) => code,
+        },
+        Command::Qmgr { config, allow_root } => match load(config.as_deref()) {
+            Ok(c) => component::qmgr(c, config.as_deref(), allow_root),
             Err(code) => code,
         },
         Command::Smtpc { config, allow_root } => match load(config.as_deref()) {
