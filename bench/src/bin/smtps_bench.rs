@@ -83,7 +83,14 @@ fn source(target: &str, messages: u32) -> anyhow::Result<f64> {
     let start = Instant::now();
     let out = Command::new("/usr/sbin/smtp-source")
         .args(["-s", SESSIONS, "-m", &messages.to_string(), "-l", SIZE])
-        .args(["-f", "s@bench.example", "-t", "r@bench.example", "-M", "bench.example"])
+        .args([
+            "-f",
+            "s@bench.example",
+            "-t",
+            "r@bench.example",
+            "-M",
+            "bench.example",
+        ])
         .arg(target)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -91,13 +98,18 @@ fn source(target: &str, messages: u32) -> anyhow::Result<f64> {
         .context("smtp-source (Debian package postfix)")?;
     let secs = start.elapsed().as_secs_f64();
     if !out.status.success() {
-        bail!("smtp-source failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "smtp-source failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(f64::from(messages) / secs)
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// smtp-sink on a free port; killed on drop.
@@ -155,7 +167,10 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     if smx_bench::on_memory_fs(&dir) {
         std::fs::remove_dir_all(&dir)?;
-        bail!("{} is on a memory file system; use a real disk", dir.display());
+        bail!(
+            "{} is on a memory file system; use a real disk",
+            dir.display()
+        );
     }
     let result = run(&dir, messages).await;
     std::fs::remove_dir_all(&dir)?;
