@@ -679,10 +679,10 @@ fn sigkill_each_component_while_mail_flows_loses_nothing() {
             for e in rd.flatten() {
                 let text = std::fs::read_to_string(e.path()).unwrap_or_default();
                 for line in text.lines() {
-                    if let Some(v) = line.strip_prefix("X-Chaos-Id: <") {
-                        if let Some(n) = v.strip_suffix('>').and_then(|n| n.parse().ok()) {
-                            ids.insert(n);
-                        }
+                    if let Some(v) = line.strip_prefix("X-Chaos-Id: <")
+                        && let Some(n) = v.strip_suffix('>').and_then(|n| n.parse().ok())
+                    {
+                        ids.insert(n);
                     }
                 }
             }
