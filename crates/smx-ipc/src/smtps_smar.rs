@@ -9,7 +9,7 @@
 //! | --- | --- |
 //! | `ok` | [`SmarReply::Accept`] |
 //! | `relay` | [`SmarReply::Relay`] (a recipient: relaying to it is allowed) |
-//! | `reject` | [`SmarReply::Reject`] with smar's default text (550 5.7.1) |
+//! | `reject` | [`SmarReply::Reject`] with smar's default text (550 5.7.0) |
 //! | `error:` code text | [`SmarReply::Reject`] (5xx) or [`SmarReply::TempFail`] (4xx) with that reply |
 //! | `discard` | [`SmarReply::Discard`]: accept, then throw the message away |
 //! | `cont` | never sent: smar goes on with the next lookup; when none decides, [`SmarReply::Accept`] |
