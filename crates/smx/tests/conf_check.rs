@@ -237,30 +237,19 @@ fn docs_configuration_reference_is_current() {
 }
 
 #[test]
-fn run_without_supervisor_reports_unavailable() {
+fn run_with_a_bad_configuration_exits_78_and_starts_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("spool");
+    let conf = dir.path().join("bad.conf");
+    std::fs::write(&conf, "queue_directory = \"spool\";\nsmtps { no_such_option = 1; }\n").unwrap();
     let o = smx()
-        .env("SMX_HOME", &home)
-        .arg("run")
+        .args(["run", "-f"])
+        .arg(&conf)
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
-    let err = stderr(&o);
-    assert!(err.contains(" mcp["), "{err}");
-    assert!(
-        err.contains(&format!(
-            "sev=INFO, func=run, queue_directory={}, msg=configuration loaded",
-            home.display()
-        )),
-        "{err}"
-    );
-    assert!(
-        err.contains("sev=ERR, func=run, msg=the supervisor (mcp) is not part of this build yet"),
-        "{err}"
-    );
-    assert!(home.is_dir(), "run creates the queue directory");
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no_such_option"), "{}", stderr(&o));
+    assert!(!dir.path().join("spool").exists(), "nothing was started");
 }
 
 #[test]
