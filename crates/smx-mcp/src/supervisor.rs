@@ -249,8 +249,14 @@ fn lookup_group(name: &str) -> Result<u32, McpError> {
     }
 }
 
-/// Serves the listening fd on `path` to every process that connects.
-fn serve_fd(path: &Path, fd: Arc<OwnedFd>) -> Result<tokio::task::JoinHandle<()>, McpError> {
+/// Serves the listening fd on `path` to every process that connects. As
+/// root, the socket belongs to the component's user (`owner`), so that
+/// only that user (and root) can fetch the descriptor.
+fn serve_fd(
+    path: &Path,
+    fd: Arc<OwnedFd>,
+    owner: Option<(u32, u32)>,
+) -> Result<tokio::task::JoinHandle<()>, McpError> {
     let err = |e| McpError::Bind {
         what: path.display().to_string(),
         source: e,
@@ -259,6 +265,14 @@ fn serve_fd(path: &Path, fd: Arc<OwnedFd>) -> Result<tokio::task::JoinHandle<()>
     let listener = UnixListener::bind(path).map_err(err)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::chown(
+            path,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|e| err(e.into()))?;
+    }
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -534,7 +548,17 @@ impl Supervisor {
             match c.start_action {
                 StartAction::Pass => {
                     if let Some(p) = &c.pass_fd_socket {
-                        tasks.push(serve_fd(p, Arc::clone(&fd))?);
+                        let owner = match (&c.user, is_root()) {
+                            (Some(u), true) => {
+                                let (uid, mut gid) = lookup_user(u)?;
+                                if let Some(g) = &c.group {
+                                    gid = lookup_group(g)?;
+                                }
+                                Some((uid, gid))
+                            }
+                            _ => None,
+                        };
+                        tasks.push(serve_fd(p, Arc::clone(&fd), owner)?);
                     }
                 }
                 StartAction::NoStartAccept => tasks.push(accept_loop(i, &fd, events.clone())?),

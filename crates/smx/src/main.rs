@@ -6,6 +6,8 @@
 //! 69 unavailable, 73 cannot create, 78 configuration).
 
 mod component;
+mod mapcheck;
+mod paths;
 
 use clap::{ArgAction, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -54,6 +56,14 @@ enum Command {
         /// Print the Markdown reference of every option instead.
         #[arg(long, hide = true)]
         reference: bool,
+        /// Check the directories, modes and owners of the queue (seed 2.4.1)
+        /// instead; exit status 78 when something is wrong.
+        #[arg(long)]
+        paths: bool,
+        /// With --paths: create what is missing and fix modes (and owners,
+        /// as root), then check again. Implies --paths.
+        #[arg(long)]
+        fix: bool,
     },
     /// Start smx in the background (`smx run`, pid in QUEUE/smx.pid, output
     /// appended to QUEUE/smx.log).
@@ -125,6 +135,9 @@ enum Command {
         /// The cdb file to write; default: INPUT.cdb.
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Check every value for this kind of map first.
+        #[arg(long, value_enum, default_value = "none")]
+        kind: mapcheck::MapKind,
     },
 }
 
@@ -185,18 +198,30 @@ fn main() -> ExitCode {
             config,
             verbose,
             reference,
+            paths,
+            fix,
         } => {
             if reference {
                 print!("{}", smx_conf::reference());
                 return ExitCode::SUCCESS;
             }
+            if paths || fix {
+                return match load(config.as_deref()) {
+                    Ok(c) => paths::conf_check(&c, fix),
+                    Err(code) => code,
+                };
+            }
             conf_check(config.as_deref(), verbose)
         }
-        Command::Makemap { input, output } => makemap(input.as_deref(), output.as_deref()),
+        Command::Makemap {
+            input,
+            output,
+            kind,
+        } => makemap(input.as_deref(), output.as_deref(), kind),
     }
 }
 
-fn makemap(input: Option<&Path>, output: Option<&Path>) -> ExitCode {
+fn makemap(input: Option<&Path>, output: Option<&Path>, kind: mapcheck::MapKind) -> ExitCode {
     use std::io::Read;
     let input = input.filter(|p| p.as_os_str() != "-");
     let output = match (output, input) {
@@ -222,6 +247,18 @@ fn makemap(input: Option<&Path>, output: Option<&Path>) -> ExitCode {
     if let Err(e) = read {
         eprintln!("smx makemap: cannot read {name}: {e}");
         return ExitCode::from(EX_NOINPUT);
+    }
+    let bad = mapcheck::check(kind, &bytes);
+    if !bad.is_empty() {
+        for (line, problem) in &bad {
+            eprintln!("{name}:{line}: {problem}");
+        }
+        eprintln!(
+            "smx makemap: {} bad value(s), {} not written",
+            bad.len(),
+            output.display()
+        );
+        return ExitCode::from(EX_DATAERR);
     }
     match smx_maps::makemap::build(&bytes, input, &output) {
         Ok(report) => {

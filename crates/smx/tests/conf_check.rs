@@ -240,7 +240,11 @@ fn docs_configuration_reference_is_current() {
 fn run_with_a_bad_configuration_exits_78_and_starts_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("bad.conf");
-    std::fs::write(&conf, "queue_directory = \"spool\";\nsmtps { no_such_option = 1; }\n").unwrap();
+    std::fs::write(
+        &conf,
+        "queue_directory = \"spool\";\nsmtps { no_such_option = 1; }\n",
+    )
+    .unwrap();
     let o = smx()
         .args(["run", "-f"])
         .arg(&conf)

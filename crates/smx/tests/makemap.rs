@@ -105,3 +105,50 @@ fn bad_lines_are_reported_and_nothing_is_written() {
         .unwrap();
     assert_eq!(o.status.code(), Some(66));
 }
+
+#[test]
+fn kind_checks_every_value_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("access");
+    std::fs::write(
+        &input,
+        "cltaddr:127.0.0.1 relay\nfrom:a@b.example rejekt\nto:c@d.example error:250 fine\nto:e@f.example quick:ok\n",
+    )
+    .unwrap();
+    let o = smx()
+        .args(["makemap", "--kind", "access"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:2: bad access map value 'rejekt'",
+            input.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}:3: bad access map value", input.display())),
+        "{err}"
+    );
+    assert!(!dir.path().join("access.cdb").exists(), "nothing written");
+    // Without --kind the same file is only checked for map syntax.
+    let o = smx().arg("makemap").arg(&input).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    // A mailertable.
+    let mt = dir.path().join("mailertable");
+    std::fs::write(
+        &mt,
+        "example.com esmtp:[10.1.2.3]\nlocal.example lmtp:\nbad.example esmtp:\n",
+    )
+    .unwrap();
+    let o = smx()
+        .args(["makemap", "--kind", "mailertable"])
+        .arg(&mt)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(":3: bad mailertable value"));
+}
