@@ -81,25 +81,7 @@ impl Lda {
         listener: tokio::net::UnixListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        tokio::pin!(shutdown);
-        let mut sessions = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                got = listener.accept() => match got {
-                    Ok((stream, _)) => {
-                        let lda = Arc::clone(&self);
-                        sessions.spawn(async move { lda.session(stream, "unix".into()).await });
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        }
-        sessions.abort_all();
+        self.serve(listener, shutdown).await;
     }
 
     /// Serves LMTP on a TCP socket until `shutdown` completes.
@@ -108,16 +90,26 @@ impl Lda {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
+        self.serve(listener, shutdown).await;
+    }
+
+    /// The accept loop: one task per connection; at shutdown the sessions
+    /// are dropped (a client without a final reply tries again later).
+    async fn serve<A: Acceptor>(
+        self: Arc<Self>,
+        listener: A,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         let mut sessions = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                got = listener.accept() => match got {
+                got = listener.accept_one() => match got {
                     Ok((stream, peer)) => {
                         let lda = Arc::clone(&self);
-                        sessions.spawn(async move { lda.session(stream, peer.to_string()).await });
+                        sessions.spawn(async move { lda.session(stream, peer).await });
                     }
                     Err(e) => {
                         warn!(error = %e, "accept failed");
@@ -155,6 +147,30 @@ impl Lda {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// A listening socket the lda accepts LMTP connections on.
+trait Acceptor {
+    /// The connection type.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static;
+    /// The next connection and a name of its peer for the log.
+    fn accept_one(
+        &self,
+    ) -> impl std::future::Future<Output = std::io::Result<(Self::Stream, String)>> + Send;
+}
+
+impl Acceptor for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept_one(&self) -> std::io::Result<(Self::Stream, String)> {
+        self.accept().await.map(|(s, _)| (s, "unix".to_string()))
+    }
+}
+
+impl Acceptor for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept_one(&self) -> std::io::Result<(Self::Stream, String)> {
+        self.accept().await.map(|(s, peer)| (s, peer.to_string()))
     }
 }
 

@@ -17,7 +17,8 @@
 //!   injection) and parses them incrementally for the client side;
 //! * [`data`] decodes DATA content (dot-stuffing, the CRLF.CRLF terminator,
 //!   SMTP-smuggling defence) and encodes it for sending;
-//! * [`bdat`] reads BDAT chunks (RFC 3030).
+//! * [`bdat`] reads BDAT chunks (RFC 3030);
+//! * [`date`] formats the date-time of header fields (RFC 5322).
 //!
 //! # Errors
 //!
@@ -39,6 +40,7 @@ pub mod address;
 pub mod bdat;
 pub mod command;
 pub mod data;
+pub mod date;
 pub mod line;
 pub mod params;
 pub mod reply;

@@ -502,21 +502,7 @@ impl MergeQueue {
 
 /// Formats `t` as an RFC 5322 date in UTC.
 pub fn rfc5322_date(t: Timestamp) -> String {
-    let secs = t.as_secs();
-    let days = secs / 86400;
-    let rem = secs % 86400;
-    let (y, m, d) = civil_from_days(days);
-    // 1970-01-01 was a Thursday.
-    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
-    let mon = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(m - 1) as usize];
-    format!(
-        "{wd}, {d} {mon} {y} {:02}:{:02}:{:02} +0000",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    smx_proto::date::rfc5322(t.as_secs())
 }
 
 /// Decodes xtext (RFC 3461 section 4): `+XX` is the byte with hex value
@@ -546,20 +532,6 @@ fn param<'a>(params: &'a str, key: &str) -> Option<&'a str> {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         k.eq_ignore_ascii_case(key).then_some(v)
     })
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Reads what is returned: CRLF-normalised, bounded (rule 4).
@@ -1556,7 +1528,7 @@ mod tests {
     fn dates_and_xtext() {
         assert_eq!(
             rfc5322_date(Timestamp::ZERO),
-            "Thu, 1 Jan 1970 00:00:00 +0000"
+            "Thu, 01 Jan 1970 00:00:00 +0000"
         );
         assert_eq!(
             rfc5322_date(Timestamp::from_secs(951_782_400)),

@@ -73,6 +73,23 @@ pub fn log_settings(
     })
 }
 
+/// Starts logging for `component`; on failure says why on stderr and
+/// returns EX_CONFIG (a log destination that cannot be used is a
+/// configuration problem).
+fn start_log(
+    component: &str,
+    log: &LogConfig,
+    level: u32,
+    config: &Config,
+) -> Result<smx_log::LogHandle, ExitCode> {
+    log_settings(component, log, level, config)
+        .and_then(|s| smx_log::init(&s).map_err(|e| anyhow!("cannot start logging: {e}")))
+        .map_err(|e| {
+            eprintln!("smx {component}: {e:#}");
+            ExitCode::from(EX_CONFIG)
+        })
+}
+
 /// Refuses root unless allowed.
 pub fn check_root(allow_root: bool, what: &str) -> anyhow::Result<()> {
     if nix::unistd::geteuid().is_root() && !allow_root {
@@ -172,14 +189,9 @@ pub fn smtps(config: Config, name: Option<String>, allow_root: bool) -> ExitCode
         );
         return ExitCode::from(EX_CONFIG);
     };
-    let log = match log_settings("smtps", &section.log, section.log_level, &config)
-        .and_then(|s| smx_log::init(&s).map_err(|e| anyhow!("cannot start logging: {e}")))
-    {
+    let log = match start_log("smtps", &section.log, section.log_level, &config) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("smx smtps: {e:#}");
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
     let r = check_root(allow_root, "smtps").and_then(|()| {
         runtime()?.block_on(async {
@@ -234,14 +246,9 @@ pub fn smtps(config: Config, name: Option<String>, allow_root: bool) -> ExitCode
 /// `smx smtpc`.
 pub fn smtpc(config: Config, allow_root: bool) -> ExitCode {
     let c = &config.smtpc;
-    let log = match log_settings("smtpc", &c.log, c.log_level, &config)
-        .and_then(|s| smx_log::init(&s).map_err(|e| anyhow!("cannot start logging: {e}")))
-    {
+    let log = match start_log("smtpc", &c.log, c.log_level, &config) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("smx smtpc: {e:#}");
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
     let r = check_root(allow_root, "smtpc").and_then(|()| {
         runtime()?.block_on(async {
@@ -268,14 +275,9 @@ pub fn smtpc(config: Config, allow_root: bool) -> ExitCode {
 /// `smx qmgr`.
 pub fn qmgr(config: Config, config_file: Option<&Path>, allow_root: bool) -> ExitCode {
     let q = &config.qmgr;
-    let log = match log_settings("qmgr", &q.log, q.log_level, &config)
-        .and_then(|s| smx_log::init(&s).map_err(|e| anyhow!("cannot start logging: {e}")))
-    {
+    let log = match start_log("qmgr", &q.log, q.log_level, &config) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("smx qmgr: {e:#}");
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
     let r = check_root(allow_root, "qmgr").and_then(|()| {
         let mut settings = smx_qmgr::Settings::from_config(&config);
@@ -308,14 +310,9 @@ pub fn qmgr(config: Config, config_file: Option<&Path>, allow_root: bool) -> Exi
 /// `smx smar`.
 pub fn smar(config: Config, config_file: Option<&Path>, allow_root: bool) -> ExitCode {
     let s = &config.smar;
-    let log = match log_settings("smar", &s.log, s.log_level, &config)
-        .and_then(|st| smx_log::init(&st).map_err(|e| anyhow!("cannot start logging: {e}")))
-    {
+    let log = match start_log("smar", &s.log, s.log_level, &config) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("smx smar: {e:#}");
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
     // Map files named in the configuration are relative to its directory.
     let base = config_file
@@ -353,14 +350,9 @@ pub fn smar(config: Config, config_file: Option<&Path>, allow_root: bool) -> Exi
 /// `smx lda`.
 pub fn lda(config: Config, allow_root: bool) -> ExitCode {
     let l = &config.lda;
-    let log = match log_settings("lda", &l.log, l.log_level, &config)
-        .and_then(|s| smx_log::init(&s).map_err(|e| anyhow!("cannot start logging: {e}")))
-    {
+    let log = match start_log("lda", &l.log, l.log_level, &config) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("smx lda: {e:#}");
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
     let r = check_root(allow_root, "lda").and_then(|()| {
         runtime()?.block_on(async {
