@@ -16,6 +16,11 @@
 //!    at-least-once case). A timeout or any other error is returned at once;
 //!    so is the last failure after the caller's number of attempts.
 //! 4. Only one task connects at a time; the others wait for its result.
+//! 5. While the peer is not available (its socket refuses connections, the
+//!    link is down) a request keeps trying for `wait_for_server` (seed 3.8
+//!    item 20), at least its own timeout, before it fails: a peer that mcp
+//!    is still starting or restarting is waited for. Once connected, each
+//!    attempt has the request's own timeout.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +37,7 @@ pub struct Reconnecting<L: Link> {
     path: PathBuf,
     max_frame: u32,
     reconnect_delay: Duration,
+    wait_for_server: Duration,
     current: Mutex<Option<Arc<Client<L>>>>,
 }
 
@@ -72,8 +78,15 @@ impl<L: Link> Reconnecting<L> {
             path,
             max_frame,
             reconnect_delay,
+            wait_for_server: Duration::ZERO,
             current: Mutex::new(None),
         }
+    }
+
+    /// Sets how long a request waits for an unavailable peer (rule 5).
+    pub fn with_wait_for_server(mut self, wait: Duration) -> Self {
+        self.wait_for_server = wait;
+        self
     }
 
     /// Whether a client is connected and its link is up.
@@ -119,26 +132,23 @@ impl<L: Link> Reconnecting<L> {
     where
         L::Request: Clone,
     {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout.max(self.wait_for_server);
         let path = self.path.display().to_string();
         let mut left_attempts = attempts.max(1);
         loop {
             left_attempts -= 1;
             let last = match self.client(deadline).await {
-                Ok(client) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match client.request(body.clone(), left).await {
-                        Ok(reply) => return Ok(reply),
-                        Err(IpcError::LinkDown(d)) => d.to_string(),
-                        Err(IpcError::Timeout { .. }) => {
-                            return Err(LinkError::Timeout {
-                                path,
-                                after: timeout,
-                            });
-                        }
-                        Err(source) => return Err(LinkError::Ipc { path, source }),
+                Ok(client) => match client.request(body.clone(), timeout).await {
+                    Ok(reply) => return Ok(reply),
+                    Err(IpcError::LinkDown(d)) => d.to_string(),
+                    Err(IpcError::Timeout { .. }) => {
+                        return Err(LinkError::Timeout {
+                            path,
+                            after: timeout,
+                        });
                     }
-                }
+                    Err(source) => return Err(LinkError::Ipc { path, source }),
+                },
                 Err(e) => e,
             };
             tracing::debug!(path = %path, error = %last, "link down, retrying");

@@ -587,12 +587,14 @@ impl Qmgr {
                 settings.smar_socket.clone(),
                 settings.max_frame,
                 settings.reconnect_delay,
-            ),
+            )
+            .with_wait_for_server(q.wait_for_server.0),
             smtpc: Reconnecting::new(
                 settings.smtpc_socket.clone(),
                 settings.max_frame,
                 settings.reconnect_delay,
-            ),
+            )
+            .with_wait_for_server(q.wait_for_server.0),
             retry: RetryPolicy::from_conf(q),
             dsn: DsnConfig::from_conf(q, &settings.hostname),
             settings,
@@ -918,6 +920,21 @@ impl Inner {
     // ---- smtps ----------------------------------------------------------
 
     async fn accept_loop(self: Arc<Self>, listener: UnixListener) {
+        // wait_for_client (seed 3.8 item 19): an SMTP server should connect
+        // soon after qmgr starts; say so loudly when none does (mail cannot
+        // arrive), and keep waiting.
+        let wait = self.settings.qmgr.wait_for_client.0;
+        let first = tokio::time::timeout(wait, listener.accept()).await;
+        match first {
+            Ok(Ok((stream, _))) => {
+                self.spawn_self(|i| async move { i.smtps_conn(stream).await });
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "accepting an smtps connection"),
+            Err(_) => tracing::error!(
+                wait_for_client_s = wait.as_secs(),
+                "no SMTP server connected within wait_for_client; mail cannot arrive until one does"
+            ),
+        }
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {

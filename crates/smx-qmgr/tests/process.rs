@@ -1392,3 +1392,30 @@ async fn concurrent_commits_from_two_smtps_links() {
     q.stop().await;
     assert!(ibdb_open(&env.ibdb_dir()).is_empty());
 }
+
+/// wait_for_server: a routing request waits that long for smar to become
+/// available, although its own timeout (SMAR_timeout) is shorter; without
+/// it the recipient is deferred.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_server_bridges_a_late_smar() {
+    for (wait, deferred) in [(Duration::from_secs(10), false), (Duration::ZERO, true)] {
+        let mut env = Env::new();
+        env.settings.qmgr.smar_timeout = Time(Duration::from_millis(300));
+        env.settings.qmgr.wait_for_server = Time(wait);
+        let seen = Arc::new(Seen::default());
+        let _smtpc = env.smtpc(&seen, deliver_all());
+        let q = env.start().await;
+        let (c, _n) = env.smtps().await;
+        let e = env.message("s@src.example", &["x@b.example"]);
+        assert_eq!(commit(&c, &e).await, QmgrReply::Committed);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let _smar = env.smar();
+        if deferred {
+            q.wait_for("deferred", |s| s.totals.deferred == 1).await;
+        } else {
+            q.wait_for("delivered", |s| s.totals.delivered == 1).await;
+            assert_eq!(q.stats().totals.deferred, 0);
+        }
+        q.stop().await;
+    }
+}
