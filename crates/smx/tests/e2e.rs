@@ -41,6 +41,17 @@ impl Smx {
     /// Starts smx with `extra_smar` mailertable entries and `extra_conf`
     /// appended to the configuration.
     fn start(mailertable: &[String], extra_conf: &str) -> Smx {
+        Smx::start_with("mx.e2e.test", mailertable, "", extra_conf)
+    }
+
+    /// Starts smx named `hostname`, with `smtps_extra` inside its smtps
+    /// section.
+    fn start_with(
+        hostname: &str,
+        mailertable: &[String],
+        smtps_extra: &str,
+        extra_conf: &str,
+    ) -> Smx {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let spool = dir.path().join("spool");
@@ -49,11 +60,12 @@ impl Smx {
         let conf = format!(
             r#"
 queue_directory = "{spool}";
-hostname = "mx.e2e.test";
+hostname = "{hostname}";
 smtps {{
     listen_socket {{ type = inet; address = 127.0.0.1; port = {port}; }}
     flags = {{ access }};
     max_connections_per_ip = 100;
+    {smtps_extra}
 }}
 smar {{
     mailertable {{ entries = {{ {entries} }}; }}
@@ -709,5 +721,71 @@ fn sigkill_each_component_while_mail_flows_loses_nothing() {
         accepted.len(),
         got.len(),
         kills.len()
+    );
+}
+
+/// smtpc and smtps talk TLS to each other: one smx relays to a second smx
+/// whose smtps offers STARTTLS; the message arrives through ESMTPS and the
+/// relaying smtpc logs the successful handshake.
+#[test]
+fn smtpc_uses_starttls_with_smtps() {
+    let pki = tempfile::tempdir().unwrap();
+    let (cert, key) = (pki.path().join("cert.pem"), pki.path().join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=b.e2e.test",
+            "-addext",
+            "subjectAltName=DNS:b.e2e.test",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tls = format!(
+        "tls {{ cert_file = \"{}\"; key_file = \"{}\"; }}",
+        cert.display(),
+        key.display()
+    );
+    let b = Smx::start_with("b.e2e.test", &["b.e2e.test lmtp:".to_string()], &tls, "");
+    let a = Smx::start_with(
+        "a.e2e.test",
+        &[format!("b.e2e.test {}:esmtp:[127.0.0.1]", b.port)],
+        "",
+        "",
+    );
+    swaks(
+        a.port,
+        "sender@localhost",
+        "user@b.e2e.test",
+        "Subject: over tls\n\nsecret",
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || b.maildir("user").len() == 1),
+        "A:\n{}\nB:\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    let text = String::from_utf8_lossy(&b.maildir("user")[0]).to_string();
+    assert!(text.contains("by b.e2e.test (smx "), "{text}");
+    assert!(
+        text.contains("with ESMTPS"),
+        "B received it over TLS: {text}"
+    );
+    assert!(text.contains("secret"), "{text}");
+    assert!(
+        a.log_text().contains("starttls=successful"),
+        "{}",
+        a.log_text()
     );
 }
