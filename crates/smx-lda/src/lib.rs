@@ -209,14 +209,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn read(&mut self) -> Result<(), End> {
         self.flush().await?;
-        let mut tmp = vec![0u8; 64 * 1024];
-        let n = tokio::time::timeout(IO_TIMEOUT, self.io.read(&mut tmp))
+        // Straight into the buffer's spare capacity: no per-read
+        // allocation or copy.
+        self.rbuf.reserve(64 * 1024);
+        let n = tokio::time::timeout(IO_TIMEOUT, self.io.read_buf(&mut self.rbuf))
             .await
             .map_err(|_| End::Timeout)??;
         if n == 0 {
             return Err(End::Eof);
         }
-        self.rbuf.extend_from_slice(&tmp[..n]);
         Ok(())
     }
 

@@ -234,6 +234,29 @@ pub struct TxOutcome {
     pub quit_sent: bool,
 }
 
+impl TxOutcome {
+    /// Fails every recipient in `slots` temporarily with `reply` (a
+    /// connection or content failure: nothing was decided by the peer).
+    fn temp_fail_all(
+        &mut self,
+        slots: impl IntoIterator<Item = usize>,
+        reply: &Reply,
+        host: Option<String>,
+    ) {
+        for slot in slots {
+            self.verdicts.push((
+                slot,
+                Verdict {
+                    status: RecipientStatus::TempFail,
+                    reply: reply.clone(),
+                    host: host.clone(),
+                    relayed: false,
+                },
+            ));
+        }
+    }
+}
+
 static SESSION_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn next_session_id(process: u8) -> DaSessionId {
@@ -771,14 +794,7 @@ impl Session {
                 }
                 let reply = conn_failure(&e, &self.host);
                 tracing::info!(da_sess = %ids.0, da_ta = %ids.1, ss_ta = %ids.2, stat = reply.code, reply = %reply_line(&reply));
-                for slot in $undecided {
-                    out.verdicts.push((slot, Verdict {
-                        status: RecipientStatus::TempFail,
-                        reply: reply.clone(),
-                        host: host.clone(),
-                        relayed: false,
-                    }));
-                }
+                out.temp_fail_all($undecided, &reply, host.clone());
                 out.next_target = $next;
                 return out;
             }};
@@ -965,17 +981,7 @@ impl Session {
                     Ok(p) => p.unwrap_or_default(),
                     Err(e) => {
                         let reply = local_reply(451, 3, 0, format!("content {}: {e}", tx.ss_ta));
-                        for slot in accepted_slots {
-                            out.verdicts.push((
-                                slot,
-                                Verdict {
-                                    status: RecipientStatus::TempFail,
-                                    reply: reply.clone(),
-                                    host: None,
-                                    relayed: false,
-                                },
-                            ));
-                        }
+                        out.temp_fail_all(accepted_slots, &reply, None);
                         return out;
                     }
                 };
@@ -1079,17 +1085,7 @@ impl Session {
                         // The peer is waiting for content; the session
                         // cannot be saved.
                         let reply = local_reply(451, 3, 0, format!("content {}: {e}", tx.ss_ta));
-                        for slot in accepted_slots {
-                            out.verdicts.push((
-                                slot,
-                                Verdict {
-                                    status: RecipientStatus::TempFail,
-                                    reply: reply.clone(),
-                                    host: None,
-                                    relayed: false,
-                                },
-                            ));
-                        }
+                        out.temp_fail_all(accepted_slots, &reply, None);
                         return out;
                     }
                 };

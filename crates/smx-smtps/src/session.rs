@@ -440,12 +440,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// wait.
     async fn read_input(&mut self, interruptible: bool) -> Result<usize, ReadEnd> {
         self.flush().await.map_err(ReadEnd::Error)?;
-        let start = self.rbuf.len();
-        self.rbuf.resize(start + READ_CHUNK, 0);
+        // Read into spare capacity (no zero-filling per read); `read_buf`
+        // appends and is cancel-safe, so a shutdown loses no input.
+        self.rbuf.reserve(READ_CHUNK);
         let mut stopping = self.shared.stopping.clone();
         let read = tokio::time::timeout(
             self.shared.settings.io_timeout,
-            self.io.read(&mut self.rbuf[start..]),
+            self.io.read_buf(&mut self.rbuf),
         );
         let res = if interruptible {
             tokio::select! {
@@ -455,26 +456,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         } else {
             Some(read.await)
         };
-        let Some(res) = res else {
-            self.rbuf.truncate(start);
-            return Err(ReadEnd::Stopping);
-        };
-        let n = match res {
-            Err(_) => {
-                self.rbuf.truncate(start);
-                return Err(ReadEnd::Timeout);
-            }
-            Ok(Err(e)) => {
-                self.rbuf.truncate(start);
-                return Err(ReadEnd::Error(e));
-            }
-            Ok(Ok(n)) => n,
-        };
-        self.rbuf.truncate(start + n);
-        if n == 0 {
-            return Err(ReadEnd::Eof);
+        match res {
+            None => Err(ReadEnd::Stopping),
+            Some(Err(_)) => Err(ReadEnd::Timeout),
+            Some(Ok(Err(e))) => Err(ReadEnd::Error(e)),
+            Some(Ok(Ok(0))) => Err(ReadEnd::Eof),
+            Some(Ok(Ok(n))) => Ok(n),
         }
-        Ok(n)
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
@@ -1394,37 +1382,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             k.push(format!("AUTH {}", names.join(" ")));
         }
         k.push(format!("SIZE {}", s.max_message_size));
-        if f.eight_bit_mime {
-            k.push("8BITMIME".into());
-        }
-        if f.chunking {
-            k.push("CHUNKING".into());
-            k.push("BINARYMIME".into());
-        }
-        if f.enhancedstatuscodes {
-            k.push("ENHANCEDSTATUSCODES".into());
-        }
-        if f.smtputf8 {
-            k.push("SMTPUTF8".into());
-        }
-        if f.dsn {
-            k.push("DSN".into());
-        }
-        if f.deliverby {
-            k.push("DELIVERBY".into());
-        }
-        if f.etrn {
-            k.push("ETRN".into());
-        }
-        if f.xverp {
-            k.push("XVERP".into());
-        }
-        if f.prdr {
-            k.push("PRDR".into());
-        }
-        if f.vrfy {
-            k.push("VRFY".into());
-        }
+        let flagged = [
+            (f.eight_bit_mime, "8BITMIME"),
+            (f.chunking, "CHUNKING"),
+            (f.chunking, "BINARYMIME"),
+            (f.enhancedstatuscodes, "ENHANCEDSTATUSCODES"),
+            (f.smtputf8, "SMTPUTF8"),
+            (f.dsn, "DSN"),
+            (f.deliverby, "DELIVERBY"),
+            (f.etrn, "ETRN"),
+            (f.xverp, "XVERP"),
+            (f.prdr, "PRDR"),
+            (f.vrfy, "VRFY"),
+        ];
+        k.extend(
+            flagged
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, kw)| kw.to_string()),
+        );
         k.push("HELP".into());
         k
     }
