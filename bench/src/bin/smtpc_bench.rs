@@ -152,6 +152,7 @@ async fn smtpc_rate(addr: SocketAddr, messages: usize) -> anyhow::Result<f64> {
                 port: Some(addr.port()),
             }],
         },
+        tls_requirements: None,
     };
     let left = Arc::new(AtomicUsize::new(messages));
     let failed = Arc::new(AtomicUsize::new(0));

@@ -7,7 +7,9 @@
 //!   I/O, bounded);
 //! * [`model`] holds the typed sections; [`schema`] walks them to load,
 //!   print, check and document;
-//! * [`value`] turns option text into numbers, times, sizes and flags.
+//! * [`value`] turns option text into numbers, times, sizes and flags;
+//! * [`session_conf`] parses the session and recipient configuration
+//!   written in map values (`smtps_session_conf:`, `smtpc_rcpt_conf:`).
 //!
 //! Errors are [`ConfError`]s that name `file:line:column`; loading collects
 //! every error it can find instead of stopping at the first. Nothing here
@@ -16,11 +18,13 @@
 pub mod error;
 pub mod model;
 pub mod schema;
+pub mod session_conf;
 pub mod syntax;
 pub mod value;
 
 pub use error::{ConfError, ConfErrors, ErrorKind, Location};
 pub use model::Config;
+pub use session_conf::{SessionConf, SessionConfError, TlsRequirementsConf};
 
 use std::path::{Path, PathBuf};
 

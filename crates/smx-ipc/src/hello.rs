@@ -25,7 +25,7 @@ use crate::frame::{FrameReader, FrameWriter};
 
 /// The protocol version spoken by this build; bumped on any incompatible
 /// change of a message type.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The link a client asks for in its [`Hello`]. Variants are only ever
 /// appended (their index is on the wire).

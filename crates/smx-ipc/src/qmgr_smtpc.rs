@@ -21,6 +21,22 @@
 //! smtpc tries the targets in the given order until one takes the
 //! transaction.
 //!
+//! A delivery may carry [`TlsRequirements`] (seed 3.13; from qmgr's
+//! `smtpc_session_conf:` and smar's `smtpc_rcpt_conf:` entries): smtpc
+//! applies them, merged with its own, to every TCP session of that
+//! delivery, and fails the recipients as [`RequirementsViolation`] says
+//! when a session does not meet them.
+//!
+//! # Messages (postcard, fields in this order)
+//!
+//! | message | fields |
+//! | --- | --- |
+//! | [`Delivery`] | `da_ta`, `content`, `size`, `sender`, `params`, `recipients`, `destination`, `tls_requirements` (`Option`) |
+//! | [`TlsRequirements`] | `verified`, `encrypted`, `common_name`, `cert_subject`, `cert_issuer` (`Option<String>` each), `min_cipher_bits` (`u32`), `violation` (`Option`) |
+//! | [`RequirementsViolation`] | variants `PermFail`, `TempFail`, `Abort` |
+//! | [`DeliveryResult`] | `da_ta`, `recipients` |
+//! | [`RecipientResult`] | `index`, `status`, `reply`, `host`, `relayed` |
+//!
 //! Every recipient of a request gets exactly one result: delivered,
 //! temporary failure or permanent failure, with the whole (possibly
 //! multi-line) reply that decided it and the target that gave it. When
@@ -94,6 +110,58 @@ pub struct Delivery {
     pub recipients: Vec<DeliveryRecipient>,
     /// Where to deliver.
     pub destination: Destination,
+    /// What the TLS sessions of this delivery must meet (seed 3.13);
+    /// `None`: only smtpc's own requirements.
+    pub tls_requirements: Option<TlsRequirements>,
+}
+
+/// TLS requirements for the sessions of one delivery (seed 3.13), as
+/// plain data: the typed form of a `tls_requirements { ... }` map value.
+/// Any requirement makes TLS mandatory for the delivery (no fallback to
+/// clear text).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TlsRequirements {
+    /// The server certificate must verify (chain to smtpc's CAs, and the
+    /// host name).
+    pub verified: bool,
+    /// The session must be encrypted (symmetric key bits above 0).
+    pub encrypted: bool,
+    /// The certificate's subject CN must be this (ASCII case-insensitive).
+    pub common_name: Option<String>,
+    /// The certificate's subject DN (`/C=US/O=Example/CN=name`, decoded)
+    /// must be this, ASCII case-insensitive.
+    pub cert_subject: Option<String>,
+    /// The certificate's issuer DN (decoded) must be this.
+    pub cert_issuer: Option<String>,
+    /// Least symmetric key bits (0: no minimum).
+    pub min_cipher_bits: u32,
+    /// What a violation does; `None`: smtpc's default (temporary failure).
+    pub violation: Option<RequirementsViolation>,
+}
+
+impl TlsRequirements {
+    /// Whether anything is required.
+    pub fn any(&self) -> bool {
+        self.verified
+            || self.encrypted
+            || self.common_name.is_some()
+            || self.cert_subject.is_some()
+            || self.cert_issuer.is_some()
+            || self.min_cipher_bits > 0
+    }
+}
+
+/// What smtpc does when a session does not meet the requirements (seed
+/// 3.10 item 21h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RequirementsViolation {
+    /// The recipients fail permanently (5.7.x).
+    PermFail,
+    /// The recipients fail temporarily (4.7.5); the next target is tried.
+    TempFail,
+    /// The recipients fail temporarily and the session is closed at once
+    /// (no other target of the delivery is tried).
+    Abort,
 }
 
 /// One recipient of a [`Delivery`].

@@ -17,6 +17,15 @@
 //!
 //! A lookup that smar cannot complete (a map temporarily unavailable, DNS
 //! timeout) is [`SmarReply::TempFail`].
+//!
+//! [`SmarRequest::SessionConf`] is not a check: smar answers
+//! [`SmarReply::SessionConf`] with the raw right-hand side of the client's
+//! `smtps_session_conf:` entry (seed 3.10.1), which smtps parses itself
+//! (`smx_conf::session_conf`), or `None` when there is no entry.
+//!
+//! Postcard encodes an enum variant by its index: variants are only ever
+//! appended to [`SmarRequest`] and [`SmarReply`] (`SessionConf` is the last
+//! of each), never inserted or reordered.
 
 use std::net::IpAddr;
 
@@ -98,6 +107,16 @@ pub enum SmarRequest {
         /// The client's address.
         client_ip: IpAddr,
     },
+    /// The session configuration for this client (tag
+    /// `smtps_session_conf:`, looked up by address, then by host name);
+    /// answered with [`SmarReply::SessionConf`], or `TempFail` when the map
+    /// cannot be read.
+    SessionConf {
+        /// The client's address.
+        client_ip: IpAddr,
+        /// The client's host name from reverse DNS, if it resolved.
+        client_name: Option<String>,
+    },
 }
 
 /// smar's verdict.
@@ -119,6 +138,9 @@ pub enum SmarReply {
     TempFail(SmtpReply),
     /// Accept and silently drop (`discard`).
     Discard,
+    /// The answer to [`SmarRequest::SessionConf`]: the entry's right-hand
+    /// side as written, `None` without an entry.
+    SessionConf(Option<String>),
 }
 
 /// smar sends no notices to smtps: this type has no values, so a

@@ -184,6 +184,12 @@ fn smar_request() -> impl Strategy<Value = SmarRequest> {
             sender,
             client_ip
         }),
+        (ip(), proptest::option::of(text())).prop_map(|(client_ip, client_name)| {
+            SmarRequest::SessionConf {
+                client_ip,
+                client_name,
+            }
+        }),
     ]
 }
 
@@ -194,6 +200,7 @@ fn smar_reply() -> impl Strategy<Value = SmarReply> {
         reply().prop_map(SmarReply::Reject),
         reply().prop_map(SmarReply::TempFail),
         Just(SmarReply::Discard),
+        proptest::option::of(text()).prop_map(SmarReply::SessionConf),
     ]
 }
 
@@ -474,4 +481,31 @@ fn error_classes() {
     for (error, want) in table {
         assert_eq!(error.class(), want, "{error}");
     }
+}
+
+/// Postcard writes an enum's variant index first: the variants added for
+/// the session configuration come last, and the older ones keep their
+/// indices, so peers of the same protocol version still agree.
+#[test]
+fn smtps_smar_variant_indices_are_stable() {
+    let ip: IpAddr = "192.0.2.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let first = |b: Vec<u8>| b.first().copied();
+    let req = |r: SmarRequest| first(postcard::to_allocvec(&r).unwrap_or_default());
+    assert_eq!(
+        req(SmarRequest::EhloCheck {
+            helo: "x".into(),
+            client_ip: ip
+        }),
+        Some(5)
+    );
+    assert_eq!(
+        req(SmarRequest::SessionConf {
+            client_ip: ip,
+            client_name: None
+        }),
+        Some(6)
+    );
+    let rep = |r: SmarReply| first(postcard::to_allocvec(&r).unwrap_or_default());
+    assert_eq!(rep(SmarReply::Discard), Some(4));
+    assert_eq!(rep(SmarReply::SessionConf(None)), Some(5));
 }

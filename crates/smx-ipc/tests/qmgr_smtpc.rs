@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use smx_ipc::qmgr_smtpc::{
     DaTransactionId, Delivery, DeliveryRecipient, DeliveryResult, Destination, FullReply, Protocol,
-    QmgrSmtpc, RecipientResult, RecipientStatus, SmtpcReply, SmtpcRequest, Target,
+    QmgrSmtpc, RecipientResult, RecipientStatus, RequirementsViolation, SmtpcReply, SmtpcRequest,
+    Target, TlsRequirements,
 };
 use smx_ipc::types::{EnhancedCode, TransactionId};
 use smx_ipc::{Client, DEFAULT_MAX_FRAME, Server};
@@ -42,6 +43,15 @@ fn request(i: u32) -> Delivery {
         } else {
             Destination::LmtpSocket { path: None }
         },
+        tls_requirements: i.is_multiple_of(3).then(|| TlsRequirements {
+            verified: true,
+            encrypted: i == 0,
+            common_name: Some("mx.example.org".into()),
+            cert_subject: Some("/C=US/O=Example/CN=mx.example.org".into()),
+            cert_issuer: Some("/C=US/O=Example CA".into()),
+            min_cipher_bits: 128,
+            violation: Some(RequirementsViolation::PermFail),
+        }),
     }
 }
 

@@ -1608,6 +1608,7 @@ impl Inner {
             params: t.ta.params.clone(),
             recipients: Vec::new(),
             destination,
+            tls_requirements: None,
         };
         let parts = match verp {
             None => vec![qmgr_smtpc::Delivery { recipients, ..base }],

@@ -35,6 +35,14 @@
 //! * `CertCheck`: `certissuer:` then `certsubject:`; `relay` allows
 //!   relaying.
 //! * `EhloCheck`: `ehlo:` for the argument (as a domain).
+//! * `SessionConf`: the raw right-hand side of the client's
+//!   `smtps_session_conf:` entry ([`AccessMap::session_conf`]): by address
+//!   first, then by the client name smar resolves itself (as for
+//!   `ConnectCheck`; the name smtps sends is not trusted). No access map
+//!   or no entry: `SessionConf(None)`; a map that cannot be read:
+//!   `TempFail`. smtps parses and judges the value.
+//!
+//! [`AccessMap::session_conf`]: crate::access::AccessMap::session_conf
 //!
 //! # Answers to qmgr
 //!
@@ -306,6 +314,7 @@ impl<D: Dns> Smar<D> {
                 issuer.len() > MAX_INPUT || subject.len() > MAX_INPUT
             }
             SmarRequest::EhloCheck { helo, .. } => helo.len() > MAX_INPUT,
+            SmarRequest::SessionConf { .. } => false,
         };
         if too_long {
             return SmarReply::Reject(reply(501, (5, 1, 3), "Argument too long"));
@@ -390,6 +399,36 @@ impl<D: Dns> Smar<D> {
                     .map(|v| v.reply)
                     .unwrap_or(SmarReply::Accept { quick: false })
             }
+            SmarRequest::SessionConf { client_ip, .. } => self.session_conf(client_ip).await,
+        }
+    }
+
+    /// `smtps_session_conf:` for a client; see the module doc.
+    async fn session_conf(&self, ip: IpAddr) -> SmarReply {
+        let failed = |e: SmarError| {
+            tracing::warn!(error = %e, "smtps_session_conf lookup failed");
+            SmarReply::TempFail(crate::access::temp_reply())
+        };
+        let t = self.tables();
+        let Some(am) = t.access else {
+            return SmarReply::SessionConf(None);
+        };
+        match am.session_conf(ip, None) {
+            Ok(Some(v)) => return SmarReply::SessionConf(Some(v)),
+            Ok(None) => {}
+            Err(e) => return failed(e),
+        }
+        let client = resolve_client(&self.dns, ip).await;
+        let Some(name) = client.name else {
+            return SmarReply::SessionConf(None);
+        };
+        let t = self.tables();
+        let Some(am) = t.access else {
+            return SmarReply::SessionConf(None);
+        };
+        match am.session_conf(ip, Some(&name)) {
+            Ok(v) => SmarReply::SessionConf(v),
+            Err(e) => failed(e),
         }
     }
 

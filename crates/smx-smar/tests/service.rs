@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 struct TableDns {
     mx: HashMap<String, Vec<Mx>>,
     a: HashMap<String, Vec<IpAddr>>,
+    ptr: HashMap<IpAddr, Vec<String>>,
     delay: Duration,
 }
 
@@ -69,9 +70,12 @@ impl Dns for TableDns {
     }
 
     async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
-        Err(DnsError::NxDomain {
-            name: ip.to_string(),
-        })
+        self.ptr
+            .get(&ip)
+            .cloned()
+            .ok_or_else(|| DnsError::NxDomain {
+                name: ip.to_string(),
+            })
     }
 }
 
@@ -656,6 +660,105 @@ async fn smar_timeout_and_concurrency() {
         "{got:?}"
     );
     assert!(started.elapsed() >= Duration::from_millis(500));
+}
+
+/// `SessionConf`: the raw `smtps_session_conf:` value by client address,
+/// then by the client name smar resolved (PTR confirmed by A), never by
+/// the name smtps sends; no entry or no access map is `None`; a failing
+/// map is a temporary failure.
+#[tokio::test]
+async fn session_conf_for_smtps() {
+    let mut d = dns();
+    d.ptr
+        .insert(ip("198.51.100.7"), vec!["mail.trusted.example.".into()]);
+    d.a.insert("mail.trusted.example".into(), vec![ip("198.51.100.7")]);
+    // A PTR name that does not resolve back is not the client's name.
+    d.ptr
+        .insert(ip("198.51.100.8"), vec!["liar.trusted.example.".into()]);
+    let mut s = smar(d);
+    s.access = Some(text(&[
+        "smtps_session_conf:192.0.2 session_feature=notls;",
+        "smtps_session_conf:192.0.2.9 tls_requirements { flags = { verified }; }",
+        "smtps_session_conf:.trusted.example. session_feature=relaxed;",
+        "cltaddr:192.0.2 ok",
+    ]));
+    let r = start(s).await;
+    let c = smtps_client(&r).await;
+    let conf = |client_ip: &str, client_name: Option<&str>| {
+        c.request(
+            SmarRequest::SessionConf {
+                client_ip: ip(client_ip),
+                client_name: client_name.map(str::to_string),
+            },
+            T,
+        )
+    };
+    let some = |v: &str| SmarReply::SessionConf(Some(v.to_string()));
+    assert_eq!(
+        conf("192.0.2.1", None).await.unwrap(),
+        some("session_feature=notls;")
+    );
+    // The most specific address entry wins.
+    assert_eq!(
+        conf("192.0.2.9", None).await.unwrap(),
+        some("tls_requirements { flags = { verified }; }")
+    );
+    assert_eq!(
+        conf("198.51.100.7", None).await.unwrap(),
+        some("session_feature=relaxed;")
+    );
+    assert_eq!(
+        conf("198.51.100.8", None).await.unwrap(),
+        SmarReply::SessionConf(None)
+    );
+    // What smtps claims the name is does not count.
+    assert_eq!(
+        conf("203.0.113.1", Some("mail.trusted.example."))
+            .await
+            .unwrap(),
+        SmarReply::SessionConf(None)
+    );
+    // The value is parsed by smtps, not by smar: the one above is valid.
+    assert!(smx_conf::SessionConf::parse("tls_requirements { flags = { verified }; }").is_ok());
+    drop(r);
+
+    // Without an access map: no entry.
+    let mut s = smar(dns());
+    s.access = None;
+    let r = start(s).await;
+    let c = smtps_client(&r).await;
+    let got = c
+        .request(
+            SmarRequest::SessionConf {
+                client_ip: ip("192.0.2.1"),
+                client_name: None,
+            },
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, SmarReply::SessionConf(None));
+    drop(r);
+
+    // A map that cannot be read.
+    let mut s = smar(dns());
+    s.access = Some(Arc::new(Broken));
+    let r = start(s).await;
+    let c = smtps_client(&r).await;
+    let got = c
+        .request(
+            SmarRequest::SessionConf {
+                client_ip: ip("192.0.2.1"),
+                client_name: None,
+            },
+            T,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&got, SmarReply::TempFail(r) if r.code == 451),
+        "{got:?}"
+    );
 }
 
 /// A failing map gives a temporary failure, and smar keeps serving.

@@ -22,6 +22,14 @@
 //!   turns out dead before its first reply is replaced by a new connection
 //!   to the same target, once. Without reuse every session ends with QUIT
 //!   after its transaction.
+//! - The TLS requirements of a delivery are the configuration's merged
+//!   with the delivery's own ([`crate::tls::TlsRequirements::merged`]).
+//!   An idle session is taken from the cache only if its TLS state meets
+//!   them and, when anything is required, it was opened for the same
+//!   target label (the certificate was verified against that host name).
+//!   A session that does not meet them fails the recipients as
+//!   `requirements_violation` says: `tempfail` goes on with the next
+//!   target, `permfail` and `abort` stop there.
 //! - At most `max_concurrent` deliveries run at once; more wait.
 
 use std::collections::VecDeque;
@@ -31,6 +39,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use smx_ipc::qmgr_smtpc::{
     Delivery, DeliveryResult, Destination, FullReply, Protocol, RecipientResult, RecipientStatus,
+    RequirementsViolation,
 };
 use smx_ipc::types::EnhancedCode as IpcEnhanced;
 use smx_proto::{MailParams, RcptParams, Reply};
@@ -39,6 +48,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::ClientConfig;
 use crate::session::{Endpoint, Session, Tx, TxRcpt, Verdict, local_reply, needs_utf8, safe_path};
+use crate::tls::TlsRequirements;
 
 /// The delivery engine: configuration, content store and idle sessions.
 #[derive(Debug)]
@@ -103,10 +113,12 @@ impl Deliverer {
         }
     }
 
-    fn take_idle(&self, ep: &Endpoint) -> Option<Session> {
+    fn take_idle(&self, ep: &Endpoint, label: &str, req: &TlsRequirements) -> Option<Session> {
         self.tidy();
         let mut idle = self.lock();
-        let pos = idle.iter().rposition(|s| &s.endpoint == ep)?;
+        let pos = idle.iter().rposition(|s| {
+            &s.endpoint == ep && req.met_by(s.tls.as_ref()) && (!req.any() || s.host == label)
+        })?;
         idle.remove(pos)
     }
 
@@ -145,7 +157,11 @@ impl Deliverer {
             }
         };
         if !tx.rcpts.is_empty() {
-            self.run(&tx, &d.destination, &mut verdicts).await;
+            let req = match &d.tls_requirements {
+                Some(r) => self.cfg.tls_requirements.merged(&TlsRequirements::from(r)),
+                None => self.cfg.tls_requirements.clone(),
+            };
+            self.run(&tx, &d.destination, &req, &mut verdicts).await;
         }
         finish(d, verdicts)
     }
@@ -236,7 +252,13 @@ impl Deliverer {
         }
     }
 
-    async fn run(&self, tx: &Tx, dest: &Destination, verdicts: &mut [Option<Verdict>]) {
+    async fn run(
+        &self,
+        tx: &Tx,
+        dest: &Destination,
+        req: &TlsRequirements,
+        verdicts: &mut [Option<Verdict>],
+    ) {
         let endpoints = self.endpoints(dest);
         if endpoints.is_empty() {
             let reply = local_reply(451, 4, 3, "no target to deliver to");
@@ -250,14 +272,14 @@ impl Deliverer {
             let mut force_fresh = false;
             let outcome = loop {
                 let (mut session, cached) = match self.cfg.reuse_connection && !force_fresh {
-                    true => match self.take_idle(&ep) {
+                    true => match self.take_idle(&ep, &label, req) {
                         Some(s) => (s, true),
-                        None => match Session::open(ep.clone(), label.clone(), cfg).await {
+                        None => match Session::open(ep.clone(), label.clone(), cfg, req).await {
                             Ok(s) => (s, false),
                             Err(f) => break Err(f),
                         },
                     },
-                    false => match Session::open(ep.clone(), label.clone(), cfg).await {
+                    false => match Session::open(ep.clone(), label.clone(), cfg, req).await {
                         Ok(s) => (s, false),
                         Err(f) => break Err(f),
                     },
@@ -286,8 +308,17 @@ impl Deliverer {
             };
             match outcome {
                 Err(f) => {
+                    let stop = matches!(
+                        f.tls_violation,
+                        Some(RequirementsViolation::PermFail | RequirementsViolation::Abort)
+                    );
                     for r in &tx.rcpts {
-                        verdicts[r.slot] = Some(if f.from_peer {
+                        verdicts[r.slot] = Some(if f.tls_violation.is_some() {
+                            Verdict {
+                                host: Some(label.clone()),
+                                ..made_up(&f.reply)
+                            }
+                        } else if f.from_peer {
                             // A peer that will not talk (even with 5xx)
                             // is a reason to try later (RFC 5321 3.1:
                             // 554 at connect means "try another host").
@@ -300,6 +331,9 @@ impl Deliverer {
                         } else {
                             made_up(&f.reply)
                         });
+                    }
+                    if stop {
+                        return;
                     }
                 }
                 Ok(out) => {

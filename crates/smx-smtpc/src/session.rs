@@ -21,8 +21,9 @@
 //! runs the handshake within the command timeout, and says EHLO again
 //! over TLS (RFC 3207 4.2: the capabilities before TLS are forgotten).
 //! A failed handshake makes [`Session::open`] connect to the same host
-//! again without STARTTLS, unless the `tls_requirements` ask for
-//! anything; unmet requirements fail the target with `451 4.7.5`. See
+//! again without STARTTLS, unless the TLS requirements given to it ask
+//! for anything; unmet requirements fail the target as their
+//! `requirements_violation` says ([`violation_failure`]). See
 //! [`crate::tls`]. Log lines: `where=connection, starttls=successful`
 //! with `version, cipher, bits, verified, cn`; `starttls=failed: REASON,
 //! action=retry without STARTTLS`; `starttls=refused: REPLY`;
@@ -77,7 +78,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use smx_ipc::qmgr_smtpc::{DaTransactionId, RecipientStatus};
+use smx_ipc::qmgr_smtpc::{DaTransactionId, RecipientStatus, RequirementsViolation};
 use smx_proto::{Body, DataEncoder, EnhancedCode, MailParams, RcptParams, Reply};
 use smx_store::cdb::Cdb;
 use smx_store::id::DaSessionId;
@@ -86,7 +87,7 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::config::ClientConfig;
 use crate::conn::{Conn, ConnError};
 use crate::content::Content;
-use crate::tls::TlsInfo;
+use crate::tls::{TlsInfo, TlsRequirements};
 
 /// Where a session goes; the key of the idle session cache.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -173,6 +174,9 @@ pub struct Failure {
     pub reply: Reply,
     /// Whether the peer gave the reply.
     pub from_peer: bool,
+    /// The TLS requirements were not met, and this is what the
+    /// configuration says to do about it.
+    pub tls_violation: Option<RequirementsViolation>,
 }
 
 /// The outcome for one recipient.
@@ -308,6 +312,22 @@ fn conn_failure(e: &ConnError, host: &str) -> Reply {
     }
 }
 
+/// The failure of a session that does not meet `req` (see [`crate::tls`]):
+/// `permfail` 550 5.7.5, `tempfail` 451 4.7.5, `abort` 421 4.7.5.
+pub fn violation_failure(req: &TlsRequirements, why: &str) -> Failure {
+    let v = req.on_violation();
+    let code = match v {
+        RequirementsViolation::PermFail => 550,
+        RequirementsViolation::TempFail => 451,
+        RequirementsViolation::Abort => 421,
+    };
+    Failure {
+        reply: local_reply(code, 7, 5, format!("TLS requirements not met: {why}")),
+        from_peer: false,
+        tls_violation: Some(v),
+    }
+}
+
 /// Why greeting failed.
 enum GreetError {
     /// The session is over; the target failed.
@@ -355,22 +375,25 @@ impl Session {
 impl Session {
     /// Connects to `endpoint`, greets and starts TLS when offered; see
     /// the module doc. A failed TLS handshake is followed by a second
-    /// connection without STARTTLS (unless TLS is required).
+    /// connection without STARTTLS (unless `req` requires anything: then
+    /// the failure carries its [`RequirementsViolation`]).
     pub async fn open(
         endpoint: Endpoint,
         host: String,
         cfg: &ClientConfig,
+        req: &TlsRequirements,
     ) -> Result<Session, Failure> {
-        match Session::open_with(endpoint.clone(), host.clone(), cfg, true).await {
+        match Session::open_with(endpoint.clone(), host.clone(), cfg, req, true).await {
             Ok(s) => Ok(s),
             Err(OpenError::Failed(f)) => Err(f),
             Err(OpenError::ClearRetry) => {
-                match Session::open_with(endpoint, host, cfg, false).await {
+                match Session::open_with(endpoint, host, cfg, req, false).await {
                     Ok(s) => Ok(s),
                     Err(OpenError::Failed(f)) => Err(f),
                     Err(OpenError::ClearRetry) => Err(Failure {
                         reply: local_reply(451, 7, 5, "TLS failed"),
                         from_peer: false,
+                        tls_violation: None,
                     }),
                 }
             }
@@ -382,6 +405,7 @@ impl Session {
         endpoint: Endpoint,
         host: String,
         cfg: &ClientConfig,
+        req: &TlsRequirements,
         try_tls: bool,
     ) -> Result<Session, OpenError> {
         let t = &cfg.timeouts;
@@ -416,6 +440,7 @@ impl Session {
                 return Err(OpenError::Failed(Failure {
                     reply: local_reply(451, 4, 4, text),
                     from_peer: false,
+                    tls_violation: None,
                 }));
             }
         };
@@ -431,11 +456,17 @@ impl Session {
             idle_since: Instant::now(),
             tls: None,
         };
-        match s.greet(cfg, lmtp, try_tls).await {
+        match s.greet(cfg, req, lmtp, try_tls).await {
             Ok(()) => Ok(s),
             Err(GreetError::ClearRetry(reason)) => {
                 tracing::info!(da_sess = %s.id, r#where = "connection", starttls = %format!("failed: {reason}"), action = "retry without STARTTLS");
                 Err(OpenError::ClearRetry)
+            }
+            Err(GreetError::Failed(f)) if f.tls_violation == Some(RequirementsViolation::Abort) => {
+                // abort: the session ends at once, without QUIT.
+                tracing::info!(da_sess = %s.id, status = "aborted", reply = %reply_line(&f.reply));
+                s.conn.shutdown(cfg.timeouts.command).await;
+                Err(OpenError::Failed(f))
             }
             Err(GreetError::Failed(f)) => {
                 tracing::info!(da_sess = %s.id, status = "greeting_failed", reply = %reply_line(&f.reply));
@@ -447,20 +478,23 @@ impl Session {
 
     /// STARTTLS after EHLO when offered and configured; see
     /// [`crate::tls`] for what happens when it fails.
-    async fn tls(&mut self, cfg: &ClientConfig, lmtp: bool) -> Result<(), GreetError> {
+    async fn tls(
+        &mut self,
+        cfg: &ClientConfig,
+        req: &TlsRequirements,
+        lmtp: bool,
+    ) -> Result<(), GreetError> {
         let Endpoint::Tcp { addr, .. } = &self.endpoint else {
             return Ok(());
         };
         let addr = addr.ip();
+        let violation = |why: String| GreetError::Failed(violation_failure(req, &why));
         let Some(tls) = cfg.tls.clone() else {
-            return Ok(());
-        };
-        let req = &cfg.tls_requirements;
-        let violation = |why: String| {
-            GreetError::Failed(Failure {
-                reply: local_reply(451, 7, 5, format!("TLS requirements not met: {why}")),
-                from_peer: false,
-            })
+            return if req.any() {
+                Err(violation("TLS is not configured".into()))
+            } else {
+                Ok(())
+            };
         };
         let retry = |why: String| {
             if req.any() {
@@ -534,6 +568,7 @@ impl Session {
     async fn greet(
         &mut self,
         cfg: &ClientConfig,
+        req: &TlsRequirements,
         lmtp: bool,
         try_tls: bool,
     ) -> Result<(), GreetError> {
@@ -546,6 +581,7 @@ impl Session {
             return Err(GreetError::Failed(Failure {
                 reply: greeting,
                 from_peer: true,
+                tls_violation: None,
             }));
         }
         // LMTP is final delivery (usually to our own lda, which greets
@@ -556,7 +592,7 @@ impl Session {
         }
         self.ehlo(cfg, lmtp).await.map_err(GreetError::Failed)?;
         if try_tls {
-            self.tls(cfg, lmtp).await?;
+            self.tls(cfg, req, lmtp).await?;
         }
         Ok(())
     }
@@ -582,6 +618,7 @@ impl Session {
             return Err(Failure {
                 reply: ehlo,
                 from_peer: true,
+                tls_violation: None,
             });
         }
         self.conn.queue_line(&format!("HELO {}", cfg.hostname));
@@ -591,6 +628,7 @@ impl Session {
             return Err(Failure {
                 reply: helo,
                 from_peer: true,
+                tls_violation: None,
             });
         }
         self.caps = Capabilities::default();
@@ -618,6 +656,7 @@ impl Session {
                     ),
                 ),
                 from_peer: false,
+                tls_violation: None,
             });
         }
         Ok(())
@@ -634,6 +673,7 @@ impl Session {
             .map_err(|e| Failure {
                 reply: conn_failure(&e, &self.host),
                 from_peer: false,
+                tls_violation: None,
             })
     }
 
@@ -645,6 +685,7 @@ impl Session {
         self.conn.flush(limit, what).await.map_err(|e| Failure {
             reply: conn_failure(&e, &self.host),
             from_peer: false,
+            tls_violation: None,
         })
     }
 

@@ -14,10 +14,9 @@
 //!
 //! When the handshake fails (the stream is then unusable), the session
 //! is closed and the same host is tried again at once without STARTTLS,
-//! unless TLS is required (requirements set): then the target fails
-//! temporarily (`451 4.7.5`, the seed's `requirements_violation =
-//! tempfail`). A 4xx/5xx reply to STARTTLS goes on in clear on the same
-//! session, again unless TLS is required. Input the server sends after
+//! unless TLS is required (requirements set): then the requirements are
+//! violated (see below). A 4xx/5xx reply to STARTTLS goes on in clear on
+//! the same session, again unless TLS is required. Input the server sends after
 //! its 220 and before the handshake is the response-injection class of
 //! attack: the handshake is not attempted and the host is retried in
 //! clear (or fails, when required).
@@ -29,11 +28,43 @@
 //!
 //! # Requirements (seed 3.13)
 //!
-//! `verified`: the chain verifies against the CAs and names the host
-//! (the MX name given by qmgr, or the address when there is none);
-//! `common_name`: the certificate's subject CN equals the value (ASCII
-//! case-insensitive); `min_cipher_bits`: the symmetric key length is at
-//! least the value. Any requirement makes TLS mandatory for the target.
+//! Requirements come from the configuration ([`ClientConfig`]'s
+//! `tls_requirements`, for every TCP target) and from each delivery
+//! (`Delivery::tls_requirements`, from qmgr's `smtpc_session_conf:` and
+//! smar's `smtpc_rcpt_conf:` entries). The two are merged and the stricter
+//! wins ([`TlsRequirements::merged`]): a flag set in either holds, the
+//! larger `min_cipher_bits` holds, and a name given in both must match
+//! both.
+//!
+//! * `verified`: the chain verifies against the CAs and names the host
+//!   (the MX name given by qmgr, or the address when there is none);
+//! * `encrypted`: the symmetric key length is above 0;
+//! * `common_name`: the certificate's subject CN equals the value (ASCII
+//!   case-insensitive);
+//! * `cert_subject`, `cert_issuer`: the certificate's subject or issuer
+//!   DN, written `/C=US/O=Example/CN=name` (most significant first, keys
+//!   as OpenSSL abbreviates them), equals the value, ASCII
+//!   case-insensitive ([`smx_conf::session_conf::dn_matches`]; map values
+//!   are decoded from the seed's `+XX` form when they are parsed);
+//! * `min_cipher_bits`: the symmetric key length is at least the value.
+//!
+//! Any requirement makes TLS mandatory for the target: no clear-text
+//! fallback after a failed handshake, STARTTLS refused or not offered, or
+//! no TLS configured. A session that does not meet them fails the
+//! delivery's recipients as `requirements_violation` says (the
+//! delivery's, else the configuration's, else `tempfail`):
+//!
+//! | violation | recipients | session | other targets |
+//! | --- | --- | --- | --- |
+//! | `tempfail` | temporary, `451 4.7.5` | QUIT | tried next |
+//! | `permfail` | permanent, `550 5.7.5` | QUIT | not tried |
+//! | `abort` | temporary, `421 4.7.5` | closed at once, without QUIT | not tried |
+//!
+//! An idle session is reused for a delivery only if its own TLS state
+//! meets that delivery's requirements (a session opened in clear, or
+//! with a certificate that does not meet them, is not reused for it).
+//!
+//! [`ClientConfig`]: crate::ClientConfig
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +76,8 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use smx_conf::model::common::TlsFiles;
+use smx_conf::session_conf::dn_matches;
+use smx_ipc::qmgr_smtpc::{RequirementsViolation, TlsRequirements as IpcTlsRequirements};
 use tokio_rustls::TlsConnector;
 
 /// Most files read from `CAcert_directory`.
@@ -114,16 +147,59 @@ fn read_cas(file: Option<&Path>, dir: Option<&Path>) -> Result<RootCertStore, Tl
 pub struct TlsRequirements {
     /// The certificate must verify (chain and name).
     pub verified: bool,
-    /// The subject CN must be this.
-    pub common_name: Option<String>,
+    /// The session must be encrypted (key bits above 0).
+    pub encrypted: bool,
+    /// The subject CN must be each of these (ASCII case-insensitive).
+    pub common_name: Vec<String>,
+    /// The subject DN must be each of these (decoded `/KEY=value/...`).
+    pub cert_subject: Vec<String>,
+    /// The issuer DN must be each of these.
+    pub cert_issuer: Vec<String>,
     /// Least symmetric key bits.
     pub min_cipher_bits: u32,
+    /// What a violation does; `None`: `tempfail`.
+    pub violation: Option<RequirementsViolation>,
 }
 
 impl TlsRequirements {
     /// Whether anything is required (then TLS is mandatory).
     pub fn any(&self) -> bool {
-        self.verified || self.common_name.is_some() || self.min_cipher_bits > 0
+        self.verified
+            || self.encrypted
+            || !self.common_name.is_empty()
+            || !self.cert_subject.is_empty()
+            || !self.cert_issuer.is_empty()
+            || self.min_cipher_bits > 0
+    }
+
+    /// What a violation does (`tempfail` unless set).
+    pub fn on_violation(&self) -> RequirementsViolation {
+        self.violation.unwrap_or(RequirementsViolation::TempFail)
+    }
+
+    /// These requirements and `other`'s together, the stricter winning
+    /// (see the module doc); `other`'s `violation` wins when it has one.
+    pub fn merged(&self, other: &TlsRequirements) -> TlsRequirements {
+        let join = |a: &[String], b: &[String], same: fn(&str, &str) -> bool| {
+            let mut out = a.to_vec();
+            for x in b {
+                if !out.iter().any(|y| same(x, y)) {
+                    out.push(x.clone());
+                }
+            }
+            out
+        };
+        TlsRequirements {
+            verified: self.verified || other.verified,
+            encrypted: self.encrypted || other.encrypted,
+            common_name: join(&self.common_name, &other.common_name, |a, b| {
+                a.eq_ignore_ascii_case(b)
+            }),
+            cert_subject: join(&self.cert_subject, &other.cert_subject, dn_matches),
+            cert_issuer: join(&self.cert_issuer, &other.cert_issuer, dn_matches),
+            min_cipher_bits: self.min_cipher_bits.max(other.min_cipher_bits),
+            violation: other.violation.or(self.violation),
+        }
     }
 
     /// The first requirement `info` does not meet.
@@ -131,16 +207,33 @@ impl TlsRequirements {
         if self.verified && !info.verified {
             return Err("certificate not verified".into());
         }
-        if let Some(cn) = &self.common_name
-            && !info
+        if self.encrypted && info.bits == 0 {
+            return Err("not encrypted".into());
+        }
+        for cn in &self.common_name {
+            if !info
                 .common_name
                 .as_deref()
                 .is_some_and(|c| c.eq_ignore_ascii_case(cn))
-        {
-            return Err(format!(
-                "common name {} is not {cn}",
-                info.common_name.as_deref().unwrap_or("(none)")
-            ));
+            {
+                return Err(format!(
+                    "common name {} is not {cn}",
+                    info.common_name.as_deref().unwrap_or("(none)")
+                ));
+            }
+        }
+        for (what, want, got) in [
+            ("subject", &self.cert_subject, &info.subject),
+            ("issuer", &self.cert_issuer, &info.issuer),
+        ] {
+            for w in want {
+                if !got.as_deref().is_some_and(|g| dn_matches(w, g)) {
+                    return Err(format!(
+                        "cert {what} {} is not {w}",
+                        got.as_deref().unwrap_or("(none)")
+                    ));
+                }
+            }
         }
         if info.bits < self.min_cipher_bits {
             return Err(format!(
@@ -149,6 +242,29 @@ impl TlsRequirements {
             ));
         }
         Ok(())
+    }
+
+    /// Whether a session with this TLS state (`None`: clear text) meets
+    /// the requirements.
+    pub fn met_by(&self, tls: Option<&TlsInfo>) -> bool {
+        if !self.any() {
+            return true;
+        }
+        tls.is_some_and(|i| self.check(i).is_ok())
+    }
+}
+
+impl From<&IpcTlsRequirements> for TlsRequirements {
+    fn from(r: &IpcTlsRequirements) -> Self {
+        TlsRequirements {
+            verified: r.verified,
+            encrypted: r.encrypted,
+            common_name: r.common_name.iter().cloned().collect(),
+            cert_subject: r.cert_subject.iter().cloned().collect(),
+            cert_issuer: r.cert_issuer.iter().cloned().collect(),
+            min_cipher_bits: r.min_cipher_bits,
+            violation: r.violation,
+        }
     }
 }
 
@@ -165,6 +281,10 @@ pub struct TlsInfo {
     pub verified: bool,
     /// The subject CN of the server certificate.
     pub common_name: Option<String>,
+    /// The subject DN of the server certificate (`/C=US/O=Example/CN=x`).
+    pub subject: Option<String>,
+    /// The issuer DN of the server certificate.
+    pub issuer: Option<String>,
 }
 
 /// Effective key length of the symmetric cipher of a suite name.
@@ -273,19 +393,53 @@ impl TlsClient {
                 .is_ok(),
             _ => false,
         };
-        let common_name = certs.first().and_then(|leaf| {
-            let (_, c) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-            let cn = c.subject().iter_common_name().next()?.as_str().ok()?;
-            Some(cn.chars().filter(|c| !c.is_control()).collect())
-        });
+        let parsed = certs
+            .first()
+            .and_then(|leaf| x509_parser::parse_x509_certificate(leaf.as_ref()).ok());
+        let (common_name, subject, issuer) = match parsed {
+            Some((_, c)) => {
+                let cn = c
+                    .subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|v| v.as_str().ok())
+                    .map(|cn| cn.chars().filter(|c| !c.is_control()).collect());
+                (cn, Some(dn(c.subject())), Some(dn(c.issuer())))
+            }
+            None => (None, None, None),
+        };
         TlsInfo {
             bits: cipher_bits(&cipher),
             version,
             cipher,
             verified,
             common_name,
+            subject,
+            issuer,
         }
     }
+}
+
+/// A distinguished name as `/KEY=value/...`, most significant first, keys
+/// as OpenSSL abbreviates them (`C`, `ST`, `O`, `OU`, `CN`); control
+/// characters become `?`.
+pub fn dn(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let mut out = String::new();
+    for rdn in name.iter() {
+        for atv in rdn.iter() {
+            let key = x509_parser::objects::oid2abbrev(
+                atv.attr_type(),
+                x509_parser::objects::oid_registry(),
+            )
+            .map_or_else(|_| atv.attr_type().to_id_string(), str::to_string);
+            let value = atv.as_str().unwrap_or("?");
+            out.push('/');
+            out.push_str(&key);
+            out.push('=');
+            out.extend(value.chars().map(|c| if c.is_control() { '?' } else { c }));
+        }
+    }
+    out
 }
 
 /// The name to send (SNI) and verify for a target label
@@ -377,6 +531,8 @@ mod tests {
             bits: 128,
             verified: false,
             common_name: Some("mx.example.org".into()),
+            subject: Some("/C=US/O=Example/CN=mx.example.org".into()),
+            issuer: Some("/C=US/O=Example CA".into()),
         };
         assert!(!TlsRequirements::default().any());
         assert!(TlsRequirements::default().check(&info).is_ok());
@@ -386,12 +542,12 @@ mod tests {
         };
         assert!(v.any() && v.check(&info).is_err());
         let cn = TlsRequirements {
-            common_name: Some("MX.example.org".into()),
+            common_name: vec!["MX.example.org".into()],
             ..TlsRequirements::default()
         };
         assert!(cn.check(&info).is_ok());
         let cn = TlsRequirements {
-            common_name: Some("other.example".into()),
+            common_name: vec!["other.example".into()],
             ..TlsRequirements::default()
         };
         assert!(cn.check(&info).is_err());
@@ -400,5 +556,73 @@ mod tests {
             ..TlsRequirements::default()
         };
         assert!(bits.check(&info).is_err());
+        let enc = TlsRequirements {
+            encrypted: true,
+            ..TlsRequirements::default()
+        };
+        assert!(enc.any() && enc.check(&info).is_ok());
+        let clear = TlsInfo {
+            bits: 0,
+            ..info.clone()
+        };
+        assert!(enc.check(&clear).is_err());
+        let dn = |s: &str, i: &str| TlsRequirements {
+            cert_subject: vec![s.into()],
+            cert_issuer: vec![i.into()],
+            ..TlsRequirements::default()
+        };
+        assert!(
+            dn("/c=us/o=example/cn=MX.EXAMPLE.ORG", "/C=US/O=Example CA")
+                .check(&info)
+                .is_ok()
+        );
+        assert!(
+            dn("/C=US/O=Example/CN=mx.example.org", "/C=US/O=Other CA")
+                .check(&info)
+                .is_err()
+        );
+        assert!(
+            dn("/C=US/CN=mx.example.org", "/C=US/O=Example CA")
+                .check(&info)
+                .is_err()
+        );
+        assert!(enc.met_by(Some(&info)) && !enc.met_by(None));
+        assert!(TlsRequirements::default().met_by(None));
+    }
+
+    #[test]
+    fn merging_keeps_the_stricter() {
+        let global = TlsRequirements {
+            verified: true,
+            common_name: vec!["mx.example.org".into()],
+            min_cipher_bits: 256,
+            violation: Some(RequirementsViolation::Abort),
+            ..TlsRequirements::default()
+        };
+        let delivery = TlsRequirements::from(&IpcTlsRequirements {
+            encrypted: true,
+            common_name: Some("MX.EXAMPLE.ORG".into()),
+            cert_issuer: Some("/O=CA".into()),
+            min_cipher_bits: 128,
+            ..IpcTlsRequirements::default()
+        });
+        let m = global.merged(&delivery);
+        assert!(m.verified && m.encrypted);
+        assert_eq!(m.common_name, vec!["mx.example.org".to_string()]);
+        assert_eq!(m.cert_issuer, vec!["/O=CA".to_string()]);
+        assert_eq!(m.min_cipher_bits, 256);
+        assert_eq!(m.on_violation(), RequirementsViolation::Abort);
+        let other = TlsRequirements {
+            common_name: vec!["other.example".into()],
+            violation: Some(RequirementsViolation::PermFail),
+            ..TlsRequirements::default()
+        };
+        let m = m.merged(&other);
+        assert_eq!(m.common_name.len(), 2);
+        assert_eq!(m.on_violation(), RequirementsViolation::PermFail);
+        assert_eq!(
+            TlsRequirements::default().on_violation(),
+            RequirementsViolation::TempFail
+        );
     }
 }

@@ -171,7 +171,7 @@ async fn starttls_with_postfix() {
     let other = pki_other();
     assert_eq!(send(&pf, client(&other, false, verified())).await, TempFail);
     let cn = TlsRequirements {
-        common_name: Some("mx.test.example".into()),
+        common_name: vec!["mx.test.example".into()],
         min_cipher_bits: 128,
         ..TlsRequirements::default()
     };

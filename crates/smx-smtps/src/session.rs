@@ -40,6 +40,25 @@
 //! to the login name; `AUTH=<>` for clients not logged in). See
 //! [`crate::auth`].
 //!
+//! # Session configuration (seed 3.10.1)
+//!
+//! With the `lookup_session_conf` flag, smar is asked for the client's
+//! `smtps_session_conf:` entry right after qmgr accepted the session and
+//! before the connect check. The value is parsed with
+//! [`smx_conf::session_conf`]; a lookup that fails, an entry that does not
+//! parse and an unknown class name are logged as warnings and the session
+//! goes on with the server's settings (a broken map entry never refuses
+//! mail by itself). `session_feature=NAME` applies that `session_features`
+//! class to the session's flags ([`crate::settings::apply_features`]);
+//! `tls_requirements { ... }` are checked at each MAIL, after the
+//! HELO/EHLO sequence check ([`crate::tls::check_requirements`]). When
+//! they are not met, MAIL is refused as the entry's
+//! `requirements_violation` says, else as the `tls` section's (default
+//! `tempfail`): `permfail` 530 5.7.0, `tempfail` 454 4.7.0, `abort` 421
+//! 4.7.0 and the connection closes. The reply text says which requirement
+//! failed. A client that has not started TLS can still say STARTTLS and
+//! try MAIL again.
+//!
 //! # Transactions
 //!
 //! MAIL checks the sequence (HELO/EHLO first when `require_EHLO_before_MAIL`),
@@ -96,6 +115,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use smx_conf::model::smtps::{RequirementsViolation, SmtpsFlags};
+use smx_conf::session_conf::{SessionConf, TlsRequirementsConf};
 use smx_ipc::smtps_qmgr::{Envelope, EnvelopeRecipient, NewSession, QmgrReply, SmtpsRequest};
 use smx_ipc::smtps_smar::{SmarReply, SmarRequest};
 use smx_ipc::types::{SessionId as IpcSessionId, SmtpReply, TransactionId as IpcTransactionId};
@@ -269,6 +290,10 @@ impl BareCheck {
 /// One session; see the module doc.
 pub(crate) struct Session<S> {
     io: Stream<S>,
+    /// The server's flags with the session's `session_features` applied.
+    flags: SmtpsFlags,
+    /// The `tls_requirements` of the client's `smtps_session_conf:` entry.
+    tls_req: Option<TlsRequirementsConf>,
     /// TLS facts once a handshake succeeded.
     tls: Option<TlsInfo>,
     /// The user and mechanism of a successful AUTH.
@@ -313,6 +338,15 @@ fn now_us() -> u64 {
 
 fn r(code: u16, class: u8, subject: u16, detail: u16, text: impl Into<String>) -> Reply {
     Reply::new(code, Some(EnhancedCode::new(class, subject, detail)), text)
+}
+
+/// Why a check's answer from smar is not a verdict: the link failed, or
+/// smar answered another question.
+fn smar_failure(a: &Result<SmarReply, smx_ipc::IpcError>) -> String {
+    match a {
+        Err(e) => e.to_string(),
+        Ok(r) => format!("unexpected answer {r:?}"),
+    }
 }
 
 fn ipc_sess(id: SessionId) -> IpcSessionId {
@@ -373,6 +407,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let syntax = shared.settings.syntax;
         Session {
             io: Stream::Plain(io),
+            flags: shared.settings.flags,
+            tls_req: None,
             tls: None,
             authed: None,
             auth_relay: false,
@@ -575,6 +611,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             reply.write_to(&mut self.out);
             return Flow::Close;
         }
+        if self.flags.lookup_session_conf {
+            self.session_conf().await;
+        }
         if self.shared.settings.flags.access {
             let req = SmarRequest::ConnectCheck {
                 client_ip: self.peer.ip(),
@@ -592,7 +631,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(SmarReply::Discard) => self.verdict.discard = true,
                 Ok(SmarReply::Reject(rep)) => {
                     let reply = from_peer(&rep, 5, r(554, 5, 7, 1, "Access denied"));
-                    if self.shared.settings.flags.delay_checks {
+                    if self.flags.delay_checks {
                         // Decided by smar at each RCPT (a `to:` entry may
                         // override it).
                         info!(stat = %reply.text(), "connection rejection delayed to RCPT");
@@ -612,8 +651,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.reply(reply).await;
                     return Flow::Close;
                 }
-                Err(e) => {
-                    warn!(error = %e, "smar unavailable for the connect check");
+                other @ (Err(_) | Ok(SmarReply::SessionConf(_))) => {
+                    warn!(error = %smar_failure(&other), "smar unavailable for the connect check");
                     let reply = r(
                         421,
                         4,
@@ -626,7 +665,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
         }
-        if !self.shared.settings.flags.allow_data_before_greeting && self.input_waiting().await {
+        if !self.flags.allow_data_before_greeting && self.input_waiting().await {
             info!(stat = "data before greeting", "illegal pipelining");
             let reply = r(
                 421,
@@ -646,6 +685,66 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         );
         Reply::new(220, None, format!("{hostname} {text}")).write_to(&mut self.out);
         Flow::Continue
+    }
+
+    /// Asks smar for the client's `smtps_session_conf:` entry and applies
+    /// it; see the module doc. Nothing here ends the session: a failed
+    /// lookup or a bad entry is logged and the session goes on with the
+    /// server's settings.
+    async fn session_conf(&mut self) {
+        let req = SmarRequest::SessionConf {
+            client_ip: self.peer.ip(),
+            client_name: None,
+        };
+        let wait = self.shared.settings.wait_for_smar;
+        let value = match self.shared.smar.request(req, wait).await {
+            Ok(SmarReply::SessionConf(v)) => v,
+            other => {
+                warn!(error = %smar_failure(&other), "smtps_session_conf lookup failed, using the defaults");
+                return;
+            }
+        };
+        let Some(value) = value else { return };
+        let conf = match SessionConf::parse(&value) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, value = %value.escape_debug(), "invalid smtps_session_conf entry ignored");
+                return;
+            }
+        };
+        if let Some(name) = &conf.session_feature {
+            match self.shared.settings.session_feature(name) {
+                Some(class) => {
+                    crate::settings::apply_features(&mut self.flags, class);
+                    info!(session_feature = %name, "session features applied");
+                }
+                None => warn!(session_feature = %name, "unknown session_features class ignored"),
+            }
+        }
+        self.tls_req = conf.tls.filter(TlsRequirementsConf::any);
+    }
+
+    /// MAIL refused because the session does not meet its
+    /// `tls_requirements` (seed 3.10 item 21h): `permfail` 530 5.7.0,
+    /// `tempfail` 454 4.7.0, `abort` 421 4.7.0 and the session closes.
+    async fn tls_violation(&mut self, path: &ReversePath, why: &str) -> Flow {
+        let hostname = self.shared.settings.hostname.clone();
+        let violation = self
+            .tls_req
+            .as_ref()
+            .and_then(|t| t.requirements_violation)
+            .unwrap_or(self.shared.settings.requirements_violation);
+        let text = format!("TLS requirements not met: {why}");
+        let (reply, flow) = match violation {
+            RequirementsViolation::PermFail => (r(530, 5, 7, 0, text), Flow::Continue),
+            RequirementsViolation::TempFail => (r(454, 4, 7, 0, text), Flow::Continue),
+            RequirementsViolation::Abort => {
+                (r(421, 4, 7, 0, format!("{hostname} {text}")), Flow::Close)
+            }
+        };
+        info!(mail = %path, stat = reply.code, tls_requirements = %why, violation = violation.as_str(), "sender refused");
+        self.reply(reply).await;
+        flow
     }
 
     /// Whether the client has sent something already (polls the socket
@@ -940,7 +1039,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// on, TLS not active yet.
     fn starttls_offered(&self) -> bool {
         let s = &self.shared.settings;
-        s.tls.is_some() && s.flags.starttls && !self.io.is_tls()
+        s.tls.is_some() && self.flags.starttls && !self.io.is_tls()
     }
 
     async fn starttls(&mut self) -> Flow {
@@ -1079,7 +1178,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn auth_offered(&self) -> Option<Arc<AuthServer>> {
         let s = &self.shared.settings;
         let a = s.auth.as_ref()?;
-        (s.flags.auth
+        (self.flags.auth
             && self.authed.is_none()
             && !a.mechanisms.is_empty()
             && (self.io.is_tls() || a.without_tls))
@@ -1110,8 +1209,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return self.bad_command(r(503, 5, 5, 1, "Send EHLO first")).await;
         }
         let Some(auth) = self.auth_offered() else {
-            let reply = if self.shared.settings.flags.auth && !self.io.is_tls() && !auth.without_tls
-            {
+            let reply = if self.flags.auth && !self.io.is_tls() && !auth.without_tls {
                 r(538, 5, 7, 11, "Encryption required for authentication")
             } else {
                 r(502, 5, 5, 1, "AUTH not available")
@@ -1283,7 +1381,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let settings = Arc::clone(&self.shared);
         let settings = &settings.settings;
-        if settings.flags.strict_ehlo_checks {
+        if self.flags.strict_ehlo_checks {
             let ok = match &name {
                 HeloName::Domain(d) => d.as_str().contains('.'),
                 HeloName::Literal(ip) => *ip == self.peer.ip(),
@@ -1317,7 +1415,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .await;
             return Flow::Continue;
         }
-        if settings.flags.check_ehlo && !self.verdict.quick {
+        if self.flags.check_ehlo && !self.verdict.quick {
             let req = SmarRequest::EhloCheck {
                 helo: name.to_string(),
                 client_ip: self.peer.ip(),
@@ -1449,10 +1547,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .bad_command(r(503, 5, 5, 1, "Nested MAIL command"))
                 .await;
         }
-        if self.helo.is_none() && settings.flags.require_ehlo_before_mail {
+        if self.helo.is_none() && self.flags.require_ehlo_before_mail {
             return self
                 .bad_command(r(503, 5, 5, 1, "Send HELO or EHLO first"))
                 .await;
+        }
+        if let Some(req) = &self.tls_req
+            && let Err(why) = crate::tls::check_requirements(req, self.tls.as_ref())
+        {
+            return self.tls_violation(&path, &why).await;
         }
         if self.transactions >= settings.limits.transactions {
             return self.too_many("transactions").await;
@@ -1520,8 +1623,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.reply(reply).await;
                     return Flow::Continue;
                 }
-                Err(e) => {
-                    warn!(error = %e, "smar unavailable for the MAIL check");
+                other @ (Err(_) | Ok(SmarReply::SessionConf(_))) => {
+                    warn!(error = %smar_failure(&other), "smar unavailable for the MAIL check");
                     self.reply(r(451, 4, 3, 0, "Sender check unavailable, try again later"))
                         .await;
                     return Flow::Continue;
@@ -1628,8 +1731,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.reply(reply).await;
                     return Flow::Continue;
                 }
-                Err(e) => {
-                    warn!(error = %e, "smar unavailable for the RCPT check");
+                other @ (Err(_) | Ok(SmarReply::SessionConf(_))) => {
+                    warn!(error = %smar_failure(&other), "smar unavailable for the RCPT check");
                     self.reply(r(
                         451,
                         4,

@@ -1,12 +1,26 @@
 //! What a session needs from the configuration, in the types it uses
 //! (durations, byte counts), plus the small pure helpers around it: the
-//! greeting's metatags and the `sloppy_clients` patterns.
+//! greeting's metatags, the `sloppy_clients` patterns and the
+//! `session_features` classes.
+//!
+//! # Session features (seed 3.10 item 22)
+//!
+//! A `session_features NAME { flags = { ... } }` class, chosen for a
+//! client by its `smtps_session_conf:` entry (`session_feature=NAME;`),
+//! changes the flags `starttls`, `auth`, `delay_checks`,
+//! `allow_data_before_greeting`, `require_EHLO_before_MAIL`,
+//! `strict_EHLO_checks` and `check_EHLO` for that session
+//! ([`apply_features`]). Only the flags the class names change; the
+//! others keep the server section's values, so `session_features notls {
+//! flags = { -starttls } }` turns off STARTTLS and nothing else.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smx_conf::model::smtps::{SmtpsConfig, SmtpsFlags, SyntaxMode};
+use smx_conf::model::smtps::{
+    RequirementsViolation, SessionFeatureFlags, SmtpsConfig, SmtpsFlags, SyntaxMode,
+};
 use smx_proto::Syntax;
 
 use crate::auth::{AuthError, AuthServer};
@@ -57,6 +71,12 @@ pub struct Settings {
     /// SMTP AUTH, when the `auth` section is there and its password file
     /// is loaded ([`Settings::load`]).
     pub auth: Option<Arc<AuthServer>>,
+    /// The `session_features` classes by name.
+    pub session_features: Vec<(String, SessionFeatureFlags)>,
+    /// What unmet `tls_requirements` do when the entry does not say
+    /// (`tls { requirements_violation }`, `tempfail` without a `tls`
+    /// section).
+    pub requirements_violation: RequirementsViolation,
 }
 
 /// Why [`Settings::load`] failed.
@@ -153,7 +173,23 @@ impl Settings {
             tls: None,
             implicit_tls: false,
             auth: None,
+            session_features: c
+                .session_features
+                .iter()
+                .filter_map(|n| Some((n.name.clone()?, n.body.flags)))
+                .collect(),
+            requirements_violation: c.tls.as_ref().map_or(RequirementsViolation::TempFail, |t| {
+                t.requirements_violation
+            }),
         }
+    }
+
+    /// The `session_features` class with this name (case-insensitive).
+    pub fn session_feature(&self, name: &str) -> Option<&SessionFeatureFlags> {
+        self.session_features
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, f)| f)
     }
 
     /// The syntax for a client that said EHLO/HELO `name`.
@@ -165,6 +201,37 @@ impl Settings {
             }
         } else {
             self.syntax
+        }
+    }
+}
+
+/// Applies a `session_features` class to a session's flags: each flag the
+/// class names explicitly takes the class's value; see the module doc.
+pub fn apply_features(flags: &mut SmtpsFlags, class: &SessionFeatureFlags) {
+    let pairs: [(&str, bool, &mut bool); 7] = [
+        ("starttls", class.starttls, &mut flags.starttls),
+        ("auth", class.auth, &mut flags.auth),
+        ("delay_checks", class.delay_checks, &mut flags.delay_checks),
+        (
+            "allow_data_before_greeting",
+            class.allow_data_before_greeting,
+            &mut flags.allow_data_before_greeting,
+        ),
+        (
+            "require_EHLO_before_MAIL",
+            class.require_ehlo_before_mail,
+            &mut flags.require_ehlo_before_mail,
+        ),
+        (
+            "strict_EHLO_checks",
+            class.strict_ehlo_checks,
+            &mut flags.strict_ehlo_checks,
+        ),
+        ("check_EHLO", class.check_ehlo, &mut flags.check_ehlo),
+    ];
+    for (name, value, slot) in pairs {
+        if class.explicitly_set(name) {
+            *slot = value;
         }
     }
 }
@@ -254,6 +321,36 @@ mod tests {
             greeting("%V", "h", "::1".parse().unwrap(), 0),
             env!("CARGO_PKG_VERSION")
         );
+    }
+
+    #[test]
+    fn session_feature_classes() {
+        let c = smx_conf::load_str(
+            "t",
+            "smtps { flags = { delay_checks, check_EHLO }; \
+             session_features notls { flags = { -starttls } } \
+             session_features Strict { flags = { strict_EHLO_checks, -delay_checks, -auth, \
+             allow_data_before_greeting, -require_EHLO_before_MAIL, -check_EHLO } } }",
+        )
+        .unwrap();
+        let s = Settings::from_config(c.smtps.iter().next().map(|n| &n.body).unwrap(), "mx");
+        assert_eq!(s.session_features.len(), 2);
+        assert!(s.session_feature("NOTLS").is_some());
+        assert!(s.session_feature("other").is_none());
+        assert_eq!(s.requirements_violation, RequirementsViolation::TempFail);
+
+        let mut f = s.flags;
+        apply_features(&mut f, s.session_feature("notls").unwrap());
+        assert!(!f.starttls);
+        // Flags the class does not name keep the section's values.
+        assert!(f.auth && f.delay_checks && f.check_ehlo && f.require_ehlo_before_mail);
+
+        let mut f = s.flags;
+        apply_features(&mut f, s.session_feature("strict").unwrap());
+        assert!(f.starttls && !f.auth && !f.delay_checks && f.strict_ehlo_checks);
+        assert!(f.allow_data_before_greeting && !f.require_ehlo_before_mail && !f.check_ehlo);
+        // Other flags are not touched.
+        assert_eq!(f.pipelining, s.flags.pipelining);
     }
 
     #[test]

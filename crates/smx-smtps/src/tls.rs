@@ -36,6 +36,21 @@
 //! its `certissuer:` and `certsubject:` lookups) and a `relay` verdict
 //! allows relaying.
 //!
+//! # Requirements (seed 3.10.1, 3.13)
+//!
+//! A client's `smtps_session_conf:` entry may hold `tls_requirements`
+//! ([`smx_conf::session_conf`]); the session checks them at MAIL with
+//! [`check_requirements`]. Any requirement fails a session without TLS.
+//! `verified`: the client presented a certificate that verified
+//! (`verify=OK`); `encrypted`: the cipher's key bits are above 0;
+//! `common_name`: the client certificate's subject CN equals the value
+//! (ASCII case-insensitive); `cert_subject` / `cert_issuer`: its subject /
+//! issuer DN (in the `/C=US/O=Example` form above) equals the value
+//! ([`smx_conf::session_conf::dn_matches`]; the map value's `+XX`
+//! encoding is decoded when it is parsed); `min_cipher_bits`: the key bits
+//! are at least the value. What an unmet requirement does is the
+//! session's `requirements_violation` (see [`crate::session`]).
+//!
 //! # Sessions
 //!
 //! Resumption uses rustls' in-memory session cache (stateful resumption,
@@ -55,6 +70,7 @@ use rustls::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use smx_conf::model::smtps::SmtpsTls;
+use smx_conf::session_conf::{TlsRequirementsConf, dn_matches};
 use tokio_rustls::TlsAcceptor;
 
 /// Most files read from `CAcert_directory`.
@@ -249,6 +265,7 @@ impl TlsServer {
             .first()
             .map(|leaf| names(leaf))
             .unwrap_or((None, None));
+        let common_name = certs.first().and_then(common_name);
         TlsInfo {
             version,
             cipher,
@@ -256,6 +273,7 @@ impl TlsServer {
             verify,
             subject,
             issuer,
+            common_name,
         }
     }
 }
@@ -267,6 +285,64 @@ pub fn names(cert: &CertificateDer<'_>) -> (Option<String>, Option<String>) {
         Ok((_, c)) => (Some(dn(c.subject())), Some(dn(c.issuer()))),
         Err(_) => (None, None),
     }
+}
+
+/// The subject CN of a certificate, control characters removed.
+pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = c.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(cn.chars().filter(|c| !c.is_control()).collect())
+}
+
+/// The first `tls_requirements` item that a session with this TLS state
+/// (`None`: no TLS) does not meet; see the module doc.
+pub fn check_requirements(req: &TlsRequirementsConf, tls: Option<&TlsInfo>) -> Result<(), String> {
+    if !req.any() {
+        return Ok(());
+    }
+    let Some(info) = tls else {
+        return Err("TLS not used".into());
+    };
+    if req.flags.verified && info.verify != Verify::Ok {
+        return Err(format!(
+            "client certificate not verified (verify={})",
+            info.verify
+        ));
+    }
+    if req.flags.encrypted && info.bits == 0 {
+        return Err("not encrypted".into());
+    }
+    if let Some(cn) = &req.common_name
+        && !info
+            .common_name
+            .as_deref()
+            .is_some_and(|c| c.eq_ignore_ascii_case(cn))
+    {
+        return Err(format!(
+            "client certificate CN {} is not {cn}",
+            info.common_name.as_deref().unwrap_or("(none)")
+        ));
+    }
+    for (what, want, got) in [
+        ("subject", &req.cert_subject, &info.subject),
+        ("issuer", &req.cert_issuer, &info.issuer),
+    ] {
+        if let Some(w) = want
+            && !got.as_deref().is_some_and(|g| dn_matches(w, g))
+        {
+            return Err(format!(
+                "client certificate {what} {} is not {w}",
+                got.as_deref().unwrap_or("(none)")
+            ));
+        }
+    }
+    if info.bits < req.min_cipher_bits {
+        return Err(format!(
+            "cipher bits {} below {}",
+            info.bits, req.min_cipher_bits
+        ));
+    }
+    Ok(())
 }
 
 /// A distinguished name as `/KEY=value/...`, most significant first.
@@ -340,6 +416,8 @@ pub struct TlsInfo {
     pub subject: Option<String>,
     /// Client certificate issuer.
     pub issuer: Option<String>,
+    /// Client certificate subject CN.
+    pub common_name: Option<String>,
 }
 
 impl TlsInfo {
@@ -427,11 +505,80 @@ mod tests {
             verify: Verify::No,
             subject: None,
             issuer: None,
+            common_name: None,
         };
         assert_eq!(
             i.received_part(),
             "TLS=TLSv1.3, cipher=TLS13_AES_256_GCM_SHA384, bits=256, verify=NO"
         );
+    }
+
+    #[test]
+    fn requirements() {
+        let info = TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+            bits: 128,
+            verify: Verify::Ok,
+            subject: Some("/C=US/O=Example/CN=client.example".into()),
+            issuer: Some("/CN=Example CA".into()),
+            common_name: Some("client.example".into()),
+        };
+        let parse = |s: &str| {
+            smx_conf::SessionConf::parse(s)
+                .ok()
+                .and_then(|c| c.tls)
+                .unwrap_or_default()
+        };
+        let none = TlsRequirementsConf::default();
+        assert!(check_requirements(&none, None).is_ok());
+        for (value, ok_with_info) in [
+            ("tls_requirements { flags = { verified }; }", true),
+            ("tls_requirements { flags = { encrypted }; }", true),
+            ("tls_requirements { common_name = CLIENT.example; }", true),
+            ("tls_requirements { common_name = other.example; }", false),
+            (
+                r#"tls_requirements { cert_issuer = "/cn=example+20ca"; }"#,
+                true,
+            ),
+            (
+                r#"tls_requirements { cert_issuer = "/CN=Other CA"; }"#,
+                false,
+            ),
+            (
+                r#"tls_requirements { cert_subject = "/C=US/O=Example/CN=client.example"; }"#,
+                true,
+            ),
+            (
+                r#"tls_requirements { cert_subject = "/CN=client.example"; }"#,
+                false,
+            ),
+            ("tls_requirements { min_cipher_bits = 128; }", true),
+            ("tls_requirements { min_cipher_bits = 256; }", false),
+        ] {
+            let req = parse(value);
+            assert!(req.any(), "{value}");
+            assert_eq!(
+                check_requirements(&req, Some(&info)).is_ok(),
+                ok_with_info,
+                "{value}"
+            );
+            assert!(check_requirements(&req, None).is_err(), "{value}");
+        }
+        let verified = parse("tls_requirements { flags = { verified }; }");
+        for verify in [Verify::No, Verify::Not, Verify::Fail] {
+            let i = TlsInfo {
+                verify,
+                ..info.clone()
+            };
+            assert!(check_requirements(&verified, Some(&i)).is_err());
+        }
+        let encrypted = parse("tls_requirements { flags = { encrypted }; }");
+        let clear = TlsInfo {
+            bits: 0,
+            ..info.clone()
+        };
+        assert!(check_requirements(&encrypted, Some(&clear)).is_err());
     }
 
     #[test]

@@ -122,6 +122,7 @@ pub fn delivery(
             })
             .collect(),
         destination,
+        tls_requirements: None,
     }
 }
 

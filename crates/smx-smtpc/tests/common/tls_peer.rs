@@ -13,7 +13,10 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use smx_conf::model::common::TlsFiles;
-use smx_ipc::qmgr_smtpc::{Destination, Protocol, Target};
+use smx_ipc::qmgr_smtpc::{
+    Destination, Protocol, RecipientResult, RequirementsViolation as Violation, Target,
+    TlsRequirements as IpcTlsRequirements,
+};
 use smx_smtpc::ClientConfig;
 use smx_smtpc::tls::{TlsClient, TlsRequirements};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -103,12 +106,30 @@ pub struct Conn {
     pub tls: bool,
     pub client_cert: bool,
     pub delivered: bool,
+    /// The client said QUIT.
+    pub quit: bool,
 }
 
 pub struct Peer {
     pub addr: SocketAddr,
     pub conns: Arc<Mutex<Vec<Conn>>>,
+    /// Connections accepted so far (open or ended).
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Peer {
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn target(&self) -> Target {
+        Target {
+            name: HOST.into(),
+            addr: self.addr.ip(),
+            port: Some(self.addr.port()),
+        }
+    }
 }
 
 impl Drop for Peer {
@@ -220,6 +241,7 @@ async fn dialogue(
             rec.delivered = true;
             b"250 2.0.0 queued\r\n"
         } else if up == "QUIT" {
+            rec.quit = true;
             let _ = s.write_all(b"221 bye\r\n").await;
             return None;
         } else {
@@ -252,8 +274,11 @@ pub async fn peer(opts: Opts) -> Peer {
     let addr = l.local_addr().unwrap();
     let conns = Arc::new(Mutex::new(Vec::new()));
     let c2 = Arc::clone(&conns);
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a2 = Arc::clone(&accepted);
     let task = tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
+            a2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let opts = opts.clone();
             let conns = Arc::clone(&c2);
             tokio::spawn(async move {
@@ -262,7 +287,12 @@ pub async fn peer(opts: Opts) -> Peer {
             });
         }
     });
-    Peer { addr, conns, task }
+    Peer {
+        addr,
+        conns,
+        accepted,
+        task,
+    }
 }
 
 pub fn opts(cert: Option<&Pem>) -> Opts {
@@ -338,4 +368,53 @@ pub fn verified() -> TlsRequirements {
         verified: true,
         ..TlsRequirements::default()
     }
+}
+
+/// Delivers one message with `req` in the delivery to the peers' targets
+/// in order; returns the recipient's result.
+pub async fn deliver_with(
+    d: &smx_smtpc::Deliverer,
+    store: &mut Store,
+    peers: &[&Peer],
+    req: Option<IpcTlsRequirements>,
+) -> RecipientResult {
+    let c = store.put(&message(2000));
+    let dest = Destination::Hosts {
+        protocol: Protocol::Esmtp,
+        targets: peers.iter().map(|p| p.target()).collect(),
+    };
+    let mut request = delivery(c, "s@example.org", "", &[("r@example.org", "")], dest);
+    request.tls_requirements = req;
+    d.deliver(&request).await.recipients.remove(0)
+}
+
+/// The requirements of a `smtpc_rcpt_conf:` map value, as qmgr puts
+/// them into a delivery.
+pub fn from_map(value: &str) -> IpcTlsRequirements {
+    let conf = smx_conf::SessionConf::parse(value).unwrap();
+    let t = conf.tls.unwrap();
+    IpcTlsRequirements {
+        verified: t.flags.verified,
+        encrypted: t.flags.encrypted,
+        common_name: t.common_name,
+        cert_subject: t.cert_subject,
+        cert_issuer: t.cert_issuer,
+        min_cipher_bits: t.min_cipher_bits,
+        violation: t.requirements_violation.map(|v| match v {
+            smx_conf::model::smtps::RequirementsViolation::PermFail => Violation::PermFail,
+            smx_conf::model::smtps::RequirementsViolation::TempFail => Violation::TempFail,
+            smx_conf::model::smtps::RequirementsViolation::Abort => Violation::Abort,
+        }),
+    }
+}
+
+/// Waits until `n` connections of `p` ended (bounded).
+pub async fn ended(p: &Peer, n: usize) -> Vec<Conn> {
+    for _ in 0..300 {
+        if p.conns.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    p.conns.lock().unwrap().clone()
 }

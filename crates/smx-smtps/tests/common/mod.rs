@@ -45,6 +45,11 @@ pub struct Seen {
     pub etrn: Vec<String>,
     pub connect_checks: usize,
     pub cert_checks: Vec<(String, String)>,
+    /// `smtps_session_conf:` values the scripted smar answers, by client
+    /// address (set before connecting).
+    pub session_confs: Vec<(std::net::IpAddr, String)>,
+    /// SessionConf requests seen.
+    pub session_conf_lookups: usize,
 }
 
 pub struct Harness {
@@ -274,6 +279,8 @@ fn spawn_qmgr(
 /// with `relay_allowed` (then relayed), anything else accepted.
 /// MAIL: `spammer@*` → 553 5.7.1. Connect: accepted, counted.
 /// Certificates: recorded; a subject with `CN=client.example` relays.
+/// Session configuration: the `session_confs` entry for the client
+/// address, counted.
 fn spawn_smar(path: &Path, seen: Arc<Mutex<Seen>>) {
     serve::<SmtpsSmar, _, _>(
         path,
@@ -318,6 +325,16 @@ fn spawn_smar(path: &Path, seen: Arc<Mutex<Seen>>) {
                         } else {
                             SmarReply::Reject(reply(550, (5, 7, 1), "relaying denied"))
                         }
+                    }
+                    SmarRequest::SessionConf { client_ip, .. } => {
+                        let mut seen = seen.lock().unwrap();
+                        seen.session_conf_lookups += 1;
+                        let v = seen
+                            .session_confs
+                            .iter()
+                            .find(|(ip, _)| *ip == client_ip)
+                            .map(|(_, v)| v.clone());
+                        SmarReply::SessionConf(v)
                     }
                     SmarRequest::RcptCheck { rcpt, .. }
                     | SmarRequest::RcptCheckInSession { rcpt, .. } => {
