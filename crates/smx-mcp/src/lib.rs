@@ -44,6 +44,14 @@ pub enum McpError {
     /// A configured group does not exist.
     #[error("no such group: {0}")]
     NoSuchGroup(String),
+    /// The supplementary groups of a user could not be read.
+    #[error("cannot read the groups of user {user}: {source}")]
+    Groups {
+        /// The user.
+        user: String,
+        /// The error.
+        source: std::io::Error,
+    },
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),

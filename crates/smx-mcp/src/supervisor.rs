@@ -28,13 +28,23 @@
 //! # Privileges
 //!
 //! When mcp runs as root and a component names `user` (and `group`), its
-//! processes run with that user's uid and gid (set by the standard library
-//! between fork and exec, which also drops supplementary groups). Without
-//! root, `user` is ignored with a warning, so a non-root installation runs
-//! everything as the invoking user. An smx component started by a root mcp
-//! without a configured `user` runs as root, with a warning in the log and
-//! `--allow-root` on its command line (the components refuse root
-//! otherwise): configure users for production.
+//! processes run with that user's uid, with `group` (default: the user's
+//! primary group) as their gid, and with the supplementary groups the group
+//! database gives the user (getgrouplist(3), as login programs do with
+//! initgroups(3)): the seed's installation makes the SMTP server a member of
+//! the delivery agent's group so that it can give content files that group,
+//! and the queue manager a member of the address resolver's group to reach
+//! its socket. The credentials are looked up before the fork and set in the
+//! child between fork and exec (setgroups, setgid, setuid, in that order;
+//! no allocation happens there). That hook (`pre_exec`) is the one use of
+//! `unsafe` in this crate: the standard library's own uid and gid options
+//! clear the supplementary groups and offer no stable way to set them.
+//!
+//! Without root, `user` is ignored with a warning, so a non-root
+//! installation runs everything as the invoking user. An smx component
+//! started by a root mcp without a configured `user` runs as root, with a
+//! warning in the log and `--allow-root` on its command line (the
+//! components refuse root otherwise): configure users for production.
 //!
 //! # Restarts
 //!
@@ -232,6 +242,64 @@ fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// The identity a component's processes get when mcp runs as root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user id.
+    pub uid: u32,
+    /// The group id: the configured group, else the user's primary group.
+    pub gid: u32,
+    /// The supplementary groups (including `gid`), from the group database.
+    pub groups: Vec<u32>,
+}
+
+/// Most supplementary groups accepted for one user (Linux's NGROUPS_MAX).
+const MAX_GROUPS: usize = 65_536;
+
+/// Looks up the credentials of `user` with `group` (default: the user's
+/// primary group) and the user's supplementary groups.
+pub fn credentials(user: &str, group: Option<&str>) -> Result<Credentials, McpError> {
+    let (uid, primary) = lookup_user(user)?;
+    let gid = match group {
+        Some(g) => lookup_group(g)?,
+        None => primary,
+    };
+    let name = std::ffi::CString::new(user).map_err(|_| McpError::NoSuchUser(user.to_string()))?;
+    let mut groups: Vec<u32> = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
+        .map_err(|e| McpError::Groups {
+            user: user.to_string(),
+            source: e.into(),
+        })?
+        .into_iter()
+        .map(nix::unistd::Gid::as_raw)
+        .collect();
+    groups.truncate(MAX_GROUPS);
+    if !groups.contains(&gid) {
+        groups.push(gid);
+    }
+    Ok(Credentials { uid, gid, groups })
+}
+
+/// Makes `cmd`'s process take `creds` between fork and exec.
+#[allow(unsafe_code)]
+fn drop_privileges(cmd: &mut Command, creds: &Credentials) {
+    use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+    let groups: Vec<Gid> = creds.groups.iter().copied().map(Gid::from_raw).collect();
+    let (uid, gid) = (Uid::from_raw(creds.uid), Gid::from_raw(creds.gid));
+    // SAFETY: the closure runs in the child after fork(2), where only
+    // async-signal-safe work is allowed. It makes three system calls on
+    // values computed before the fork (the group list is moved in, not
+    // built there), allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            setgroups(&groups)?;
+            setgid(gid)?;
+            setuid(uid)?;
+            Ok(())
+        });
     }
 }
 
@@ -550,11 +618,8 @@ impl Supervisor {
                     if let Some(p) = &c.pass_fd_socket {
                         let owner = match (&c.user, is_root()) {
                             (Some(u), true) => {
-                                let (uid, mut gid) = lookup_user(u)?;
-                                if let Some(g) = &c.group {
-                                    gid = lookup_group(g)?;
-                                }
-                                Some((uid, gid))
+                                let creds = credentials(u, c.group.as_deref())?;
+                                Some((creds.uid, creds.gid))
                             }
                             _ => None,
                         };
@@ -611,11 +676,7 @@ impl Supervisor {
         }
         if let Some(user) = &c.user {
             if is_root() {
-                let (uid, mut gid) = lookup_user(user)?;
-                if let Some(g) = &c.group {
-                    gid = lookup_group(g)?;
-                }
-                cmd.uid(uid).gid(gid);
+                drop_privileges(&mut cmd, &credentials(user, c.group.as_deref())?);
             } else {
                 warn!(component = %c.name, user, "not root: user ignored");
             }

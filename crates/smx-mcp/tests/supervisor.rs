@@ -204,3 +204,85 @@ while True:
     assert_eq!(lines(&d.path().join("pass.starts")), 1);
     assert_eq!(lines(&d.path().join("accept.starts")), 1);
 }
+
+/// The credentials of a user are its uid, the configured group (default:
+/// its primary group) and the groups `id -G` lists for it.
+#[test]
+fn credentials_follow_the_group_database() {
+    for user in ["root", "nobody"] {
+        let c = smx_mcp::supervisor::credentials(user, None).unwrap();
+        let id = |flag: &str| -> Vec<u32> {
+            let o = std::process::Command::new("id")
+                .args([flag, user])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(|w| w.parse().unwrap())
+                .collect()
+        };
+        assert_eq!(vec![c.uid], id("-u"), "{user}");
+        assert_eq!(vec![c.gid], id("-g"), "{user}");
+        let (mut got, mut want) = (c.groups.clone(), id("-G"));
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want, "{user}");
+    }
+    let c = smx_mcp::supervisor::credentials("nobody", Some("root")).unwrap();
+    assert_eq!(c.gid, 0);
+    assert!(c.groups.contains(&0));
+    assert!(matches!(
+        smx_mcp::supervisor::credentials("smx_no_such_user_x", None),
+        Err(smx_mcp::McpError::NoSuchUser(_))
+    ));
+    assert!(matches!(
+        smx_mcp::supervisor::credentials("nobody", Some("smx_no_such_group_x")),
+        Err(smx_mcp::McpError::NoSuchGroup(_))
+    ));
+}
+
+/// As root, a component with `user` runs with that user's uid, gid and
+/// groups (all four uids of /proc/self/status); without root the user is
+/// ignored.
+#[tokio::test]
+async fn processes_run_as_the_configured_user() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mut c = sh(
+        "ids",
+        d.path(),
+        "grep -E '^(Uid|Gid|Groups):' /proc/self/status > ids.tmp; mv ids.tmp ids; exec sleep 100",
+    );
+    c.user = Some("nobody".into());
+    run_for(vec![c], Duration::from_millis(700)).await;
+    let text = std::fs::read_to_string(d.path().join("ids")).unwrap();
+    let field = |name: &str| -> Vec<u32> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or("")
+            .split_whitespace()
+            .map(|w| w.parse().unwrap())
+            .collect()
+    };
+    let root = nix::unistd::geteuid().is_root();
+    let want = if root {
+        smx_mcp::supervisor::credentials("nobody", None).unwrap()
+    } else {
+        smx_mcp::supervisor::Credentials {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            groups: Vec::new(),
+        }
+    };
+    assert_eq!(field("Uid:"), vec![want.uid; 4], "{text}");
+    assert_eq!(field("Gid:"), vec![want.gid; 4], "{text}");
+    if root {
+        let (mut got, mut groups) = (field("Groups:"), want.groups.clone());
+        got.sort_unstable();
+        groups.sort_unstable();
+        assert_eq!(got, groups, "{text}");
+    }
+}

@@ -350,7 +350,19 @@ impl Cdb {
         for digit in 0..SUBDIRS {
             let path = base.join(subdir_name(digit));
             ensure_dir(&path)?;
-            let handle = open_dir(&path)?;
+            // A process that only reads content by name (smtpc) may search
+            // the subdirectories but not read them (mode 0771, seed
+            // 2.4.1): it gets no handle, and a create there fails at the
+            // directory sync.
+            let handle = match open_dir(&path) {
+                Ok(h) => Some(h),
+                Err(CdbError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::PermissionDenied =>
+                {
+                    None
+                }
+                Err(e) => return Err(e),
+            };
             dirs.push(Subdir {
                 path,
                 handle,
@@ -588,7 +600,10 @@ impl CdbWriter {
             .map_err(|e| CdbError::io(CdbOp::SyncFile, &self.path, e))?;
         let dir = &self.cdb.dirs[self.dir];
         dir.group
-            .wait(self.dir_ticket, || dir.handle.sync_all())
+            .wait(self.dir_ticket, || match &dir.handle {
+                Some(h) => h.sync_all(),
+                None => Err(io::Error::from(io::ErrorKind::PermissionDenied)),
+            })
             .map_err(|e| CdbError::io(CdbOp::SyncDir, &dir.path, e))?;
         self.file = None;
         self.cdb.commits.fetch_add(1, Ordering::Relaxed);
@@ -781,7 +796,8 @@ struct Inner {
 struct Subdir {
     path: PathBuf,
     /// Open for `fsync`; follows the symbolic link, if any, at open time.
-    handle: File,
+    /// `None` when this process may not read the directory.
+    handle: Option<File>,
     group: GroupSync,
 }
 

@@ -5,6 +5,18 @@
 //! Components other than mcp refuse to run as root (mcp drops privileges
 //! before starting them) unless `--allow-root` is given, for tests and
 //! containers.
+//!
+//! Every component sets its umask to [`COMPONENT_UMASK`] first, so that
+//! what it creates without an explicit mode (sockets, state files, the
+//! DEFEDB database) is open to its own group at most: the setgid socket
+//! directories give each socket the group of its peer (seed 2.4.1).
+//!
+//! `smx run` prepares the queue layout (crate::paths) before it starts
+//! anything: as root it creates and repairs every directory with its mode
+//! and owner and refuses to start when something cannot be repaired;
+//! without root it creates what is missing. Problems with the files the
+//! configuration names (maps, logs, TLS files) are logged as warnings; the
+//! component that opens such a file reports the failure itself.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -88,6 +100,15 @@ fn start_log(
             eprintln!("smx {component}: {e:#}");
             ExitCode::from(EX_CONFIG)
         })
+}
+
+/// The umask of every smx component (see the module doc).
+pub const COMPONENT_UMASK: u32 = 0o007;
+
+/// Sets [`COMPONENT_UMASK`].
+fn set_umask() {
+    use nix::sys::stat::{Mode, umask};
+    umask(Mode::from_bits_truncate(COMPONENT_UMASK));
 }
 
 /// Refuses root unless allowed.
@@ -178,6 +199,7 @@ fn cdb(config: &Config, gid: Option<u32>) -> anyhow::Result<smx_store::cdb::Cdb>
 
 /// `smx smtps [--name NAME]`.
 pub fn smtps(config: Config, name: Option<String>, allow_root: bool) -> ExitCode {
+    set_umask();
     let section = match &name {
         Some(n) => config.smtps.get(n).cloned(),
         None => config.smtps.iter().next().map(|s| s.body.clone()),
@@ -245,6 +267,7 @@ pub fn smtps(config: Config, name: Option<String>, allow_root: bool) -> ExitCode
 
 /// `smx smtpc`.
 pub fn smtpc(config: Config, allow_root: bool) -> ExitCode {
+    set_umask();
     let c = &config.smtpc;
     let log = match start_log("smtpc", &c.log, c.log_level, &config) {
         Ok(l) => l,
@@ -274,6 +297,7 @@ pub fn smtpc(config: Config, allow_root: bool) -> ExitCode {
 
 /// `smx qmgr`.
 pub fn qmgr(config: Config, config_file: Option<&Path>, allow_root: bool) -> ExitCode {
+    set_umask();
     let q = &config.qmgr;
     let log = match start_log("qmgr", &q.log, q.log_level, &config) {
         Ok(l) => l,
@@ -309,6 +333,7 @@ pub fn qmgr(config: Config, config_file: Option<&Path>, allow_root: bool) -> Exi
 
 /// `smx smar`.
 pub fn smar(config: Config, config_file: Option<&Path>, allow_root: bool) -> ExitCode {
+    set_umask();
     let s = &config.smar;
     let log = match start_log("smar", &s.log, s.log_level, &config) {
         Ok(l) => l,
@@ -348,7 +373,8 @@ pub fn smar(config: Config, config_file: Option<&Path>, allow_root: bool) -> Exi
 // ---- lda ---------------------------------------------------------------------
 
 /// `smx lda`.
-pub fn lda(config: Config, allow_root: bool) -> ExitCode {
+pub fn lda(config: Config, config_file: Option<&Path>, allow_root: bool) -> ExitCode {
+    set_umask();
     let l = &config.lda;
     let log = match start_log("lda", &l.log, l.log_level, &config) {
         Ok(l) => l,
@@ -359,7 +385,12 @@ pub fn lda(config: Config, allow_root: bool) -> ExitCode {
             let users = match &l.local_user_map {
                 None => None,
                 Some(name) => {
-                    let maps = smx_maps::MapSet::open(&config.smar.maps, &config.queue_directory)
+                    // Declared maps are relative to the configuration
+                    // file's directory, as in smar.
+                    let base = config_file
+                        .and_then(Path::parent)
+                        .map_or_else(|| config.queue_directory.clone(), Path::to_path_buf);
+                    let maps = smx_maps::MapSet::open(&config.smar.maps, &base)
                         .map_err(|e| ConfigProblem(e.to_string()))?;
                     Some(
                         maps.get(name)
@@ -445,6 +476,11 @@ pub fn run(mut config: Config, config_file: Option<&Path>) -> ExitCode {
         }
     };
     let r = (|| -> anyhow::Result<()> {
+        let root = nix::unistd::geteuid().is_root();
+        prepare_layout(&config, root)?;
+        for p in crate::paths::check_files(&config, config_file, root) {
+            tracing::warn!(problem = %p, "file named in the configuration");
+        }
         mkdir(&config.queue_directory)?;
         config.queue_directory = std::fs::canonicalize(&config.queue_directory)
             .with_context(|| format!("{}", config.queue_directory.display()))?;
@@ -466,6 +502,7 @@ pub fn run(mut config: Config, config_file: Option<&Path>) -> ExitCode {
             };
             // The queue directory cannot move while running.
             c.queue_directory = reload_queue.clone();
+            crate::paths::prepare(&c, root).map_err(|lines| lines.join("; "))?;
             Ok(smx_mcp::plan(&c, &reload_exe, reload_file.as_deref()))
         });
         tracing::info!(
@@ -483,6 +520,32 @@ pub fn run(mut config: Config, config_file: Option<&Path>) -> ExitCode {
     })();
     drop(log);
     exit_code("run", r)
+}
+
+/// Prepares the queue layout (crate::paths::prepare), logging what was done
+/// and what is left; an unusable layout is a configuration problem.
+fn prepare_layout(config: &Config, root: bool) -> anyhow::Result<()> {
+    match crate::paths::prepare(config, root) {
+        Ok(p) => {
+            for a in &p.actions {
+                tracing::info!(action = %a, "queue layout");
+            }
+            for w in &p.warnings {
+                tracing::warn!(problem = %w, "queue layout");
+            }
+            Ok(())
+        }
+        Err(lines) => {
+            for l in &lines {
+                tracing::error!(problem = %l, "queue layout");
+            }
+            Err(ConfigProblem(format!(
+                "the queue layout cannot be used (`smx conf-check --paths` lists the problems):\n  {}",
+                lines.join("\n  ")
+            ))
+            .into())
+        }
+    }
 }
 
 // ---- start / stop ------------------------------------------------------------

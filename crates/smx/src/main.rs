@@ -191,7 +191,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Lda { config, allow_root } => match load(config.as_deref()) {
-            Ok(c) => component::lda(c, allow_root),
+            Ok(c) => component::lda(c, config.as_deref(), allow_root),
             Err(code) => code,
         },
         Command::ConfCheck {
@@ -207,7 +207,7 @@ fn main() -> ExitCode {
             }
             if paths || fix {
                 return match load(config.as_deref()) {
-                    Ok(c) => paths::conf_check(&c, fix),
+                    Ok(c) => paths::conf_check(&c, fix, config.as_deref()),
                     Err(code) => code,
                 };
             }
