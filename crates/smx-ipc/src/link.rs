@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 use tokio_util::bytes::{Bytes, BytesMut};
 use tokio_util::codec::Encoder;
 
-use crate::frame::{FrameCodec, FrameReader, FrameWriter};
+use crate::frame::{BATCH_BYTES, FrameCodec, FrameReader, FrameWriter};
 use crate::hello::{self, ServiceName};
 use crate::{IpcError, LinkDown};
 
@@ -320,16 +320,39 @@ async fn write_loop<P>(
     mut commands: mpsc::UnboundedReceiver<WriterCmd>,
     shared: Arc<Shared<P>>,
 ) {
-    while let Some(cmd) = commands.recv().await {
-        match cmd {
-            WriterCmd::Frame(bytes) => {
-                if let Err(e) = io.write_all(&bytes).await {
-                    tracing::warn!(error = %e, "IPC link write failed");
-                    shared.fail(LinkDown::Io(e.kind()));
-                    break;
+    // Frames queued while a write was in progress go out together in one
+    // write (up to BATCH_BYTES), so a busy link costs fewer system calls
+    // and wake-ups per request.
+    let mut batch = BytesMut::new();
+    'link: while let Some(cmd) = commands.recv().await {
+        let WriterCmd::Frame(first) = cmd else {
+            break;
+        };
+        let mut close = false;
+        let result = if first.len() >= BATCH_BYTES {
+            io.write_all(&first).await
+        } else {
+            batch.clear();
+            batch.extend_from_slice(&first);
+            while batch.len() < BATCH_BYTES {
+                match commands.try_recv() {
+                    Ok(WriterCmd::Frame(b)) => batch.extend_from_slice(&b),
+                    Ok(WriterCmd::Close) => {
+                        close = true;
+                        break;
+                    }
+                    Err(_) => break,
                 }
             }
-            WriterCmd::Close => break,
+            io.write_all(&batch).await
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "IPC link write failed");
+            shared.fail(LinkDown::Io(e.kind()));
+            break 'link;
+        }
+        if close {
+            break;
         }
     }
     let _ = io.shutdown().await;

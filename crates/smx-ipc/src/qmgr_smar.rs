@@ -13,6 +13,13 @@
 //! | | [`RouteReply::PermFail`]: bounce with this reply (no such domain, null MX, unknown local user, alias loop) |
 //! | [`RouteRequest::RcptConf`] | [`RouteReply::RcptConf`]: the `smtpc_rcpt_conf:` access map entry for the recipient (seed 3.11.1), or `None` |
 //! | | [`RouteReply::TempFail`]: the access map cannot answer now |
+//! | [`RouteRequest::Batch`]: up to [`MAX_BATCH`] `Route`/`RcptConf` requests | [`RouteReply::Batch`]: one reply per request, in the same order |
+//! | | [`RouteReply::PermFail`]: the batch itself is malformed (too long, or nested) |
+//!
+//! A batch saves a round trip per recipient when qmgr routes the
+//! recipients of a transaction: smar answers its requests concurrently and
+//! replies once. Each request of a batch is answered exactly as if it had
+//! been sent alone.
 //!
 //! A [`Route`] is either a Unix socket (LMTP to the configured
 //! `LMTP_socket`, mailertable `lmtp:`) or an ordered list of [`Hop`]s, each
@@ -70,7 +77,13 @@ pub enum RouteRequest {
         /// The recipient address without angle brackets.
         rcpt: String,
     },
+    /// Several requests answered together (at most [`MAX_BATCH`]; a batch
+    /// inside a batch is refused).
+    Batch(Vec<RouteRequest>),
 }
+
+/// The most requests in one [`RouteRequest::Batch`].
+pub const MAX_BATCH: usize = 100;
 
 /// smar's answer to [`RouteRequest::Route`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +110,9 @@ pub enum RouteReply {
     /// configuration fragment for smtpc, e.g. `tls_requirements { ... }`),
     /// or `None` when there is no entry.
     RcptConf(Option<String>),
+    /// The answer to [`RouteRequest::Batch`]: one reply per request, in
+    /// order.
+    Batch(Vec<RouteReply>),
 }
 
 /// One final recipient and where it goes.

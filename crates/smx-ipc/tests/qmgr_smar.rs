@@ -109,7 +109,17 @@ proptest! {
     #[test]
     fn requests_round_trip(id in any::<u64>(), rcpt in ".{0,60}", sender in ".{0,60}") {
         round_trip(&Req { id, body: RouteRequest::Route { rcpt: rcpt.clone(), sender } });
-        round_trip(&Req { id, body: RouteRequest::RcptConf { rcpt } });
+        round_trip(&Req { id, body: RouteRequest::RcptConf { rcpt: rcpt.clone() } });
+        let batch = vec![
+            RouteRequest::Route { rcpt: rcpt.clone(), sender: String::new() },
+            RouteRequest::RcptConf { rcpt },
+        ];
+        round_trip(&Req { id, body: RouteRequest::Batch(batch) });
+    }
+
+    #[test]
+    fn batch_replies_round_trip(id in any::<u64>(), body in proptest::collection::vec(route_reply(), 0..5)) {
+        round_trip(&Srv::Reply { id, body: RouteReply::Batch(body) });
     }
 
     #[test]
@@ -142,7 +152,10 @@ async fn client_and_server_over_a_socket_pair() {
             .await
             .expect("handshake");
         while let Ok(Some(req)) = s.recv().await {
-            let (RouteRequest::Route { rcpt, .. } | RouteRequest::RcptConf { rcpt }) = req.body;
+            let (RouteRequest::Route { rcpt, .. } | RouteRequest::RcptConf { rcpt }) = req.body
+            else {
+                continue;
+            };
             let body = if rcpt.ends_with("@local") {
                 RouteReply::Routed {
                     rcpts: vec![RoutedRcpt {

@@ -61,6 +61,14 @@ pub enum LinkError {
         /// The time waited.
         after: Duration,
     },
+    /// The peer answered with a reply that does not fit the request.
+    #[error("link to {path}: unexpected answer: {what}")]
+    Unexpected {
+        /// The socket.
+        path: String,
+        /// What was wrong.
+        what: &'static str,
+    },
     /// Another IPC failure (a request too large, a protocol mismatch).
     #[error("link to {path}: {source}")]
     Ipc {
@@ -69,6 +77,31 @@ pub enum LinkError {
         /// The failure.
         source: IpcError,
     },
+}
+
+impl LinkError {
+    /// The same failure for another request that shared the round trip
+    /// (an IPC error keeps its text).
+    pub fn duplicate(&self) -> LinkError {
+        match self {
+            LinkError::Unavailable { path, last } => LinkError::Unavailable {
+                path: path.clone(),
+                last: last.clone(),
+            },
+            LinkError::Timeout { path, after } => LinkError::Timeout {
+                path: path.clone(),
+                after: *after,
+            },
+            LinkError::Unexpected { path, what } => LinkError::Unexpected {
+                path: path.clone(),
+                what,
+            },
+            LinkError::Ipc { path, source } => LinkError::Unavailable {
+                path: path.clone(),
+                last: source.to_string(),
+            },
+        }
+    }
 }
 
 impl<L: Link> Reconnecting<L> {

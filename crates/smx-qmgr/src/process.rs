@@ -424,6 +424,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| QmgrError::Task(e.to_string()))
 }
 
+/// A copy of a routing answer for another recipient of the same request.
+fn duplicate(r: &Result<RouteReply, LinkError>) -> Result<RouteReply, LinkError> {
+    match r {
+        Ok(reply) => Ok(reply.clone()),
+        Err(e) => Err(e.duplicate()),
+    }
+}
+
 /// The destination key and the smtpc destination of a route.
 fn destination(route: &Route) -> Option<(DestKey, Destination)> {
     match route {
@@ -979,7 +987,7 @@ impl Inner {
         };
         self.spawn(async move {
             while let Some(frame) = rx.recv().await {
-                if let Err(e) = writer.write(&frame).await {
+                if let Err(e) = writer.write_batch(&frame, || rx.try_recv().ok()).await {
                     tracing::warn!(error = %e, "writing to smtps");
                     break;
                 }
@@ -1258,49 +1266,63 @@ impl Inner {
         self.route_batch(vec![rid])
     }
 
-    /// Routes recipients concurrently, then queues those with a single
-    /// route together, so that recipients of one transaction for one
-    /// destination share deliveries.
+    /// Routes recipients in batches (one smar request per
+    /// [`qmgr_smar::MAX_BATCH`] recipients, answered concurrently by smar),
+    /// then queues those with a single route together, so that recipients
+    /// of one transaction for one destination share deliveries.
     fn route_batch(self: Arc<Self>, rids: Vec<RecipientId>) -> BoxFut {
         Box::pin(async move {
             let timeout = self.settings.qmgr.smar_timeout.0;
             let mut lookups = JoinSet::new();
+            let mut batch: Vec<(usize, RecipientId)> = Vec::new();
+            let mut reqs: Vec<RouteRequest> = Vec::new();
             for (n, rid) in rids.into_iter().enumerate() {
-                let req = {
+                {
                     let st = self.lock();
                     let (Some(r), Some(t)) = (st.rcpts.get(&rid), st.tas.get(&rid.transaction()))
                     else {
                         continue;
                     };
-                    RouteRequest::Route {
+                    reqs.push(RouteRequest::Route {
                         rcpt: r.rcpt.address.clone(),
                         sender: t.ta.sender.clone(),
-                    }
-                };
-                let i = Arc::clone(&self);
-                lookups
-                    .spawn(async move { (n, rid, i.smar.request(req, timeout, u32::MAX).await) });
+                    });
+                }
+                batch.push((n, rid));
+                if batch.len() == qmgr_smar::MAX_BATCH {
+                    self.route_lookup(
+                        &mut lookups,
+                        std::mem::take(&mut batch),
+                        std::mem::take(&mut reqs),
+                        timeout,
+                    );
+                }
+            }
+            if !batch.is_empty() {
+                self.route_lookup(&mut lookups, batch, reqs, timeout);
             }
             let mut simple = Vec::new();
             while let Some(done) = lookups.join_next().await {
-                let Ok((n, rid, result)) = done else {
+                let Ok(answers) = done else {
                     continue;
                 };
-                if let Ok(RouteReply::Routed {
-                    rcpts,
-                    owner: None,
-                    failed,
-                    verp: false,
-                }) = &result
-                    && rcpts.len() == 1
-                    && failed.is_empty()
-                    && let Some(dest) = rcpts.first().and_then(|r| destination(&r.route))
-                {
-                    let address = rcpts.first().map(|r| r.address.clone()).unwrap_or_default();
-                    simple.push((n, rid, address, dest));
-                    continue;
+                for (n, rid, result) in answers {
+                    if let Ok(RouteReply::Routed {
+                        rcpts,
+                        owner: None,
+                        failed,
+                        verp: false,
+                    }) = &result
+                        && rcpts.len() == 1
+                        && failed.is_empty()
+                        && let Some(dest) = rcpts.first().and_then(|r| destination(&r.route))
+                    {
+                        let address = rcpts.first().map(|r| r.address.clone()).unwrap_or_default();
+                        simple.push((n, rid, address, dest));
+                        continue;
+                    }
+                    self.spawn_self(|i| async move { i.apply_route(rid, result).await });
                 }
-                self.spawn_self(|i| async move { i.apply_route(rid, result).await });
             }
             simple.sort_by_key(|x| x.0);
             let now = Timestamp::now();
@@ -1333,6 +1355,58 @@ impl Inner {
                 }
             }
         })
+    }
+
+    /// Sends one routing request for `batch` (a single `Route` for one
+    /// recipient, a `Batch` for more) and yields each recipient's answer.
+    #[allow(clippy::type_complexity)]
+    fn route_lookup(
+        self: &Arc<Self>,
+        lookups: &mut JoinSet<Vec<(usize, RecipientId, Result<RouteReply, LinkError>)>>,
+        batch: Vec<(usize, RecipientId)>,
+        mut reqs: Vec<RouteRequest>,
+        timeout: Duration,
+    ) {
+        let i = Arc::clone(self);
+        lookups.spawn(async move {
+            if reqs.len() == 1
+                && let Some(req) = reqs.pop()
+            {
+                let result = i.smar.request(req, timeout, u32::MAX).await;
+                return batch
+                    .into_iter()
+                    .map(|(n, rid)| (n, rid, duplicate(&result)))
+                    .collect();
+            }
+            let result = i
+                .smar
+                .request(RouteRequest::Batch(reqs), timeout, u32::MAX)
+                .await;
+            let answers = match result {
+                Ok(RouteReply::Batch(answers)) if answers.len() == batch.len() => answers,
+                Ok(_) => {
+                    let e = LinkError::Unexpected {
+                        path: i.settings.smar_socket.display().to_string(),
+                        what: "a batch answer of the wrong shape",
+                    };
+                    return batch
+                        .into_iter()
+                        .map(|(n, rid)| (n, rid, Err(e.duplicate())))
+                        .collect();
+                }
+                Err(e) => {
+                    return batch
+                        .into_iter()
+                        .map(|(n, rid)| (n, rid, Err(e.duplicate())))
+                        .collect();
+                }
+            };
+            batch
+                .into_iter()
+                .zip(answers)
+                .map(|((n, rid), a)| (n, rid, Ok(a)))
+                .collect()
+        });
     }
 
     /// Applies smar's answer for a recipient that was not simply routed.
@@ -1385,7 +1459,7 @@ impl Inner {
                     };
                     self.attempted(rid, a).await;
                 }
-                Ok(RouteReply::RcptConf(_)) => {
+                Ok(RouteReply::RcptConf(_) | RouteReply::Batch(_)) => {
                     let a = Attempted::Temp {
                         host: "smar".into(),
                         reply: "451 4.3.0 unexpected answer from smar".into(),

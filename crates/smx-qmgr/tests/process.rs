@@ -186,7 +186,15 @@ fn smar(path: &Path) -> Peer {
             failed: vec![],
         })
     });
-    serve_peer::<QmgrSmar>(path, h, Duration::ZERO)
+    // Batches are answered request by request, as smar does.
+    let batched: Handler<QmgrSmar> = Arc::new(move |req| match req {
+        RouteRequest::Batch(reqs) => {
+            let answers: Option<Vec<RouteReply>> = reqs.into_iter().map(|r| h(r)).collect();
+            answers.map(RouteReply::Batch)
+        }
+        other => h(other),
+    });
+    serve_peer::<QmgrSmar>(path, batched, Duration::ZERO)
 }
 
 /// What the scripted smtpc saw: each delivery with the content it read.

@@ -86,7 +86,9 @@ use smx_conf::model::smar::{AliasFlags, MapRef};
 use smx_ipc::frame::{FrameReader, FrameWriter};
 use smx_ipc::hello::{Hello, HelloRejection, HelloReply, PROTOCOL_VERSION, ServiceName};
 use smx_ipc::link::{RequestFrame, ServerFrame};
-use smx_ipc::qmgr_smar::{FailedRcpt, Hop, Protocol, Route, RouteReply, RouteRequest, RoutedRcpt};
+use smx_ipc::qmgr_smar::{
+    self, FailedRcpt, Hop, Protocol, Route, RouteReply, RouteRequest, RoutedRcpt,
+};
 use smx_ipc::smtps_smar::{NoNotice, SmarReply, SmarRequest};
 use smx_ipc::types::SmtpReply;
 use smx_maps::{CdbMap, Map, MapSet, TextMap};
@@ -547,9 +549,28 @@ impl<D: Dns> Smar<D> {
         checks::rcpt_check(&self.policy, &self.tables(), rcpt, sender, client_ip, &s)
     }
 
-    /// Answers a qmgr request (without the deadline; see [`serve`]).
+    /// Answers a qmgr request (without the deadline; see [`serve`]). The
+    /// requests of a batch are answered concurrently.
     pub async fn answer_qmgr(&self, req: RouteRequest) -> RouteReply {
         match req {
+            RouteRequest::Batch(reqs) => {
+                if reqs.len() > qmgr_smar::MAX_BATCH
+                    || reqs.iter().any(|r| matches!(r, RouteRequest::Batch(_)))
+                {
+                    return RouteReply::PermFail(reply(501, (5, 5, 4), "Malformed routing batch"));
+                }
+                RouteReply::Batch(join_all(reqs.into_iter().map(|r| self.answer_single(r))).await)
+            }
+            other => self.answer_single(other).await,
+        }
+    }
+
+    /// Answers one `Route` or `RcptConf` request.
+    async fn answer_single(&self, req: RouteRequest) -> RouteReply {
+        match req {
+            RouteRequest::Batch(_) => {
+                RouteReply::PermFail(reply(501, (5, 5, 4), "Malformed routing batch"))
+            }
             RouteRequest::Route { rcpt, .. } => self.route(&rcpt).await,
             RouteRequest::RcptConf { rcpt } => {
                 if rcpt.len() > MAX_INPUT {
@@ -909,6 +930,32 @@ async fn connection<D: Dns>(
     }
 }
 
+/// Runs `futs` concurrently on this task and returns their outputs in
+/// order. Every pending future is polled again on each wake-up, which is
+/// fine for the few dozen of a routing batch.
+async fn join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut outs: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futs.iter_mut().zip(outs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outs.into_iter().flatten().collect()
+}
+
 fn ipc_io(msg: &str) -> SmarError {
     SmarError::Io(std::io::Error::other(msg.to_owned()))
 }
@@ -931,7 +978,15 @@ where
     let (tx, mut rx) = mpsc::channel::<(u64, P)>(MAX_IN_FLIGHT);
     let writer_task = tokio::spawn(async move {
         while let Some((id, body)) = rx.recv().await {
-            if let Err(e) = writer.write(&ServerFrame::Reply { id, body }).await {
+            let more = || {
+                rx.try_recv()
+                    .ok()
+                    .map(|(id, body)| ServerFrame::Reply { id, body })
+            };
+            if let Err(e) = writer
+                .write_batch(&ServerFrame::Reply { id, body }, more)
+                .await
+            {
                 tracing::info!(error = %e, "cannot write reply; closing link");
                 break;
             }

@@ -607,6 +607,74 @@ async fn qmgr_routing_over_the_socket() {
     assert_eq!(conf("u@my.dom").await.unwrap(), RouteReply::RcptConf(None));
 }
 
+/// A batch is answered request by request, exactly as the requests alone,
+/// concurrently, and a malformed batch is refused as a whole.
+#[tokio::test]
+async fn qmgr_routing_batches() {
+    let mut d = dns();
+    d.delay = Duration::from_millis(100);
+    let r = start(smar(d)).await;
+    let c = qmgr_client(&r).await;
+    let route = |rcpt: &str| RouteRequest::Route {
+        rcpt: rcpt.into(),
+        sender: "s@remote.example".into(),
+    };
+    let reqs = vec![
+        route("a@my.dom"),
+        route("u@remote.example"),
+        route("nobody@my.dom"),
+        RouteRequest::RcptConf {
+            rcpt: "u@remote.example".into(),
+        },
+        route("u@temp.example"),
+        route("list@my.dom"),
+    ];
+    let mut alone = Vec::new();
+    for req in &reqs {
+        alone.push(c.request(req.clone(), T).await.unwrap());
+    }
+    assert!(matches!(alone[2], RouteReply::PermFail(_)), "{alone:?}");
+    assert!(matches!(alone[4], RouteReply::TempFail(_)), "{alone:?}");
+    let got = c.request(RouteRequest::Batch(reqs), T).await.unwrap();
+    assert_eq!(got, RouteReply::Batch(alone));
+
+    // 30 recipients behind a 100 ms DNS each: answered together, in order.
+    let reqs: Vec<_> = (0..30)
+        .map(|i| route(&format!("u{i}@remote.example")))
+        .collect();
+    let started = Instant::now();
+    let got = c.request(RouteRequest::Batch(reqs), T).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    let RouteReply::Batch(answers) = got else {
+        panic!("{got:?}");
+    };
+    assert_eq!(answers.len(), 30);
+    for (i, a) in answers.iter().enumerate() {
+        let RouteReply::Routed { rcpts, .. } = a else {
+            panic!("{i}: {a:?}");
+        };
+        assert_eq!(rcpts[0].address, format!("u{i}@remote.example"));
+    }
+
+    for bad in [
+        vec![route("a@my.dom"); smx_ipc::qmgr_smar::MAX_BATCH + 1],
+        vec![
+            route("a@my.dom"),
+            RouteRequest::Batch(vec![route("a@my.dom")]),
+        ],
+    ] {
+        let got = c.request(RouteRequest::Batch(bad), T).await.unwrap();
+        assert!(
+            matches!(&got, RouteReply::PermFail(r) if r.code == 501),
+            "{got:?}"
+        );
+    }
+}
+
 /// A request that takes longer than SMAR_timeout is answered with a
 /// temporary failure; other requests on the link are not held up.
 #[tokio::test]

@@ -79,7 +79,12 @@ async fn link(stream: UnixStream, deliverer: Arc<Deliverer>) {
     let write_task = tokio::spawn(async move {
         while let Some((id, body)) = rx.recv().await {
             let frame = smx_ipc::link::ServerFrame::Reply { id, body };
-            if let Err(e) = writer.write(&frame).await {
+            let more = || {
+                rx.try_recv()
+                    .ok()
+                    .map(|(id, body)| smx_ipc::link::ServerFrame::Reply { id, body })
+            };
+            if let Err(e) = writer.write_batch(&frame, more).await {
                 tracing::warn!(error = %e, "writing to qmgr failed");
                 break;
             }

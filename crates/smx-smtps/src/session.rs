@@ -125,7 +125,7 @@ use smx_proto::{
     DataOptions, DataProgress, EnhancedCode, ForwardPath, Frame, HeloName, LineError, MailParams,
     RcptParams, Reply, ReversePath, Syntax, Verb, frame_line, skip_line,
 };
-use smx_store::cdb::CdbWriter;
+use smx_store::cdb::{Cdb, CdbError, CdbWriter};
 use smx_store::id::{SessionId, TransactionId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{Instrument, info, warn};
@@ -248,12 +248,38 @@ struct BdatState {
 
 /// A message's content on its way into CDB.
 struct Content {
-    writer: Option<CdbWriter>,
+    /// `None` after a failed create or write.
+    writer: Option<ContentFile>,
     buf: Vec<u8>,
     scanner: HeaderScanner,
     /// Size of the message content (without our Received: field).
     size: u64,
     error: Option<String>,
+}
+
+/// The content file of a transaction. It is created by the first blocking
+/// call that writes to it, so that a message smaller than [`WRITE_BATCH`]
+/// costs one trip to the blocking pool (create, write, fsync), not two.
+enum ContentFile {
+    NotCreated(Arc<Cdb>, TransactionId),
+    Open(CdbWriter),
+}
+
+impl ContentFile {
+    /// The writer, creating the file if needed. Blocks.
+    fn open(self) -> Result<CdbWriter, CdbError> {
+        match self {
+            ContentFile::NotCreated(cdb, id) => cdb.create(id),
+            ContentFile::Open(w) => Ok(w),
+        }
+    }
+
+    /// Removes the file if it was created. Blocks.
+    fn abort(self) {
+        if let ContentFile::Open(w) = self {
+            let _ = w.abort();
+        }
+    }
 }
 
 /// Bare CR / bare LF detection across BDAT chunks.
@@ -1814,14 +1840,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     // ---- content --------------------------------------------------------------
 
-    /// Opens the CDB file and writes our Received: field.
+    /// Starts the content with our Received: field. The CDB file itself is
+    /// created when the content is first written ([`ContentFile`]).
     async fn open_content(&self, ta: &Transaction) -> Result<Content, String> {
-        let cdb = Arc::clone(&self.shared.cdb);
-        let id = ta.id;
-        let writer = tokio::task::spawn_blocking(move || cdb.create(id))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let writer = ContentFile::NotCreated(Arc::clone(&self.shared.cdb), ta.id);
         let helo = self.helo.as_ref().map(|h| h.to_string());
         let tls_part = self.tls.as_ref().map(TlsInfo::received_part);
         let header = received(&ReceivedInfo {
@@ -2145,9 +2167,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         // Write what is buffered and make the file durable.
         let committed = match c.writer.take() {
-            Some(mut w) if c.error.is_none() => {
+            Some(file) if c.error.is_none() => {
                 let buf = std::mem::take(&mut c.buf);
                 tokio::task::spawn_blocking(move || {
+                    let mut w = file.open()?;
                     w.write(&buf)?;
                     w.commit()
                 })
@@ -2155,8 +2178,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()))
             }
-            Some(w) => {
-                let _ = tokio::task::spawn_blocking(move || w.abort()).await;
+            Some(file) => {
+                let _ = tokio::task::spawn_blocking(move || file.abort()).await;
                 Err(c.error.clone().unwrap_or_default())
             }
             None => Err(c.error.clone().unwrap_or_else(|| "no content file".into())),
@@ -2288,16 +2311,20 @@ async fn feed(c: &mut Content, data: &[u8]) {
     }
     c.buf.extend_from_slice(data);
     if c.buf.len() >= WRITE_BATCH
-        && let Some(mut w) = c.writer.take()
+        && let Some(file) = c.writer.take()
     {
         let buf = std::mem::replace(&mut c.buf, Vec::with_capacity(WRITE_BATCH + READ_CHUNK));
-        match tokio::task::spawn_blocking(move || (w.write(&buf).map_err(|e| e.to_string()), w))
-            .await
-        {
-            Ok((Ok(()), w)) => c.writer = Some(w),
-            Ok((Err(e), w)) => {
-                c.error = Some(e);
-                c.writer = Some(w);
+        let written = tokio::task::spawn_blocking(move || match file.open() {
+            Ok(mut w) => (w.write(&buf).map_err(|e| e.to_string()), Some(w)),
+            Err(e) => (Err(e.to_string()), None),
+        })
+        .await;
+        match written {
+            Ok((result, w)) => {
+                c.writer = w.map(ContentFile::Open);
+                if let Err(e) = result {
+                    c.error = Some(e);
+                }
             }
             Err(e) => c.error = Some(e.to_string()),
         }
@@ -2306,8 +2333,11 @@ async fn feed(c: &mut Content, data: &[u8]) {
 
 /// Removes a content file that will not be committed.
 async fn discard_content(mut c: Content) {
-    if let Some(w) = c.writer.take() {
-        let _ = tokio::task::spawn_blocking(move || w.abort()).await;
+    match c.writer.take() {
+        Some(file @ ContentFile::Open(_)) => {
+            let _ = tokio::task::spawn_blocking(move || file.abort()).await;
+        }
+        Some(ContentFile::NotCreated(..)) | None => {}
     }
 }
 
