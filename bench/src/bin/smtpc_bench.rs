@@ -150,6 +150,7 @@ async fn smtpc_rate(addr: SocketAddr, messages: usize) -> anyhow::Result<f64> {
                 name: "sink".into(),
                 addr: addr.ip(),
                 port: Some(addr.port()),
+                tls_requirements: None,
             }],
         },
         tls_requirements: None,

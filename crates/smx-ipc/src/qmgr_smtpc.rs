@@ -211,6 +211,9 @@ pub struct Target {
     pub addr: IpAddr,
     /// The port (mailertable); `None`: smtpc's `remote_port`.
     pub port: Option<u16>,
+    /// TLS requirements for sessions with this address (qmgr's
+    /// `smtpc_session_conf:` entry), applied with the delivery's own.
+    pub tls_requirements: Option<TlsRequirements>,
 }
 
 /// What smtpc answers.

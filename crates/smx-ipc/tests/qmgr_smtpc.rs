@@ -38,6 +38,7 @@ fn request(i: u32) -> Delivery {
                     name: "mx.example.org".into(),
                     addr: "2001:db8::1".parse().expect("addr"),
                     port: Some(2525),
+                    tls_requirements: None,
                 }],
             }
         } else {

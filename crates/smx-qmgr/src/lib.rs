@@ -66,6 +66,7 @@ pub mod scheduler;
 pub mod settings;
 pub mod throttle;
 pub mod time;
+pub mod tlsconf;
 pub mod verp;
 
 pub use process::{Qmgr, QmgrError, QueueStats, StatsHandle, serve};

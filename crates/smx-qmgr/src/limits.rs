@@ -35,6 +35,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use smx_conf::SessionConf;
+
 /// Most entries in one table.
 pub const MAX_ENTRIES: usize = 1_000_000;
 /// Largest value accepted (connections, seconds).
@@ -246,27 +248,97 @@ impl LimitTable {
         if self.entries.is_empty() {
             return None;
         }
-        match ip.map(|ip| ip.to_canonical()) {
-            Some(IpAddr::V4(a)) => {
-                let o = a.octets();
-                for n in (1..=4).rev() {
-                    if let Some(v) = self.entries.get(&(kind, NetKey::V4(o[..n].to_vec()))) {
-                        return Some(*v);
-                    }
-                }
-            }
-            Some(IpAddr::V6(a)) => {
-                let s = a.segments();
-                for n in (1..=8).rev() {
-                    if let Some(v) = self.entries.get(&(kind, NetKey::V6(s[..n].to_vec()))) {
-                        return Some(*v);
-                    }
-                }
-            }
-            None => {}
-        }
-        self.entries.get(&(kind, NetKey::Default)).copied()
+        net_keys(ip).find_map(|k| self.entries.get(&(kind, k)).copied())
     }
+}
+
+/// The `smtpc_session_conf:` entries of the `qmgr_conf` map (seed 3.8.1
+/// item 6, 3.11.1): SMTP client options for sessions to an IP address or
+/// net, looked up like the limits above.
+///
+/// Text form: `smtpc_session_conf:NET VALUE`, where `NET` is written as for
+/// the limits and `VALUE`, the rest of the line, is a session
+/// configuration (`tls_requirements { ... }`, see
+/// [`smx_conf::SessionConf`]). Without a net (`smtpc_session_conf: VALUE`)
+/// the entry is the default. A value that does not parse is an error with
+/// its line number, like a bad limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionConfTable {
+    entries: HashMap<NetKey, SessionConf>,
+}
+
+/// The key prefix of [`SessionConfTable`] entries.
+const SESSION_CONF: &str = "smtpc_session_conf:";
+
+impl SessionConfTable {
+    /// Reads the `smtpc_session_conf:` lines of the map's source text;
+    /// other lines are left to [`LimitTable::parse`].
+    pub fn parse(text: &str) -> Result<Self, LimitError> {
+        let mut t = SessionConfTable::default();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let l = raw.trim();
+            let Some(rest) = l
+                .get(..SESSION_CONF.len())
+                .filter(|k| k.eq_ignore_ascii_case(SESSION_CONF))
+                .map(|_| l[SESSION_CONF.len()..].trim_start())
+            else {
+                continue;
+            };
+            let (first, after) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            let (net, value) = match parse_net(first) {
+                Some(net) if !first.is_empty() => (net, after.trim()),
+                _ => (NetKey::Default, rest),
+            };
+            if value.is_empty() {
+                return Err(LimitError::MissingValue { line });
+            }
+            let conf = SessionConf::parse(value).map_err(|_| LimitError::BadValue {
+                line,
+                value: value.chars().take(200).collect(),
+            })?;
+            if t.entries.len() >= MAX_ENTRIES && !t.entries.contains_key(&net) {
+                return Err(LimitError::TooMany);
+            }
+            t.entries.insert(net, conf);
+        }
+        Ok(t)
+    }
+
+    /// The entry for `ip`: the most specific one, then the default.
+    pub fn lookup(&self, ip: IpAddr) -> Option<&SessionConf> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        net_keys(Some(ip)).find_map(|k| self.entries.get(&k))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The keys to try for `ip`, most specific first, ending with the
+/// default: the whole address, then ever shorter leading parts.
+fn net_keys(ip: Option<IpAddr>) -> impl Iterator<Item = NetKey> {
+    let specific: Vec<NetKey> = match ip.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V4(a)) => {
+            let o = a.octets();
+            (1..=4).rev().map(|n| NetKey::V4(o[..n].to_vec())).collect()
+        }
+        Some(IpAddr::V6(a)) => {
+            let s = a.segments();
+            (1..=8).rev().map(|n| NetKey::V6(s[..n].to_vec())).collect()
+        }
+        None => Vec::new(),
+    };
+    specific.into_iter().chain(std::iter::once(NetKey::Default))
 }
 
 /// Parses the net part of a key.
@@ -462,6 +534,65 @@ mod tests {
             t.set(LimitKind::Ocm, &addr.to_string(), v).unwrap();
             prop_assert_eq!(t.lookup(LimitKind::Ocm, Some(IpAddr::V4(addr))), Some(v));
             prop_assert_eq!(t.lookup(LimitKind::Oci, Some(IpAddr::V4(addr))), None);
+        }
+    }
+
+    #[test]
+    fn session_conf_entries() {
+        let text = "oci:127.0.0.1 5\n\
+             smtpc_session_conf:10.1 tls_requirements { flags = { verified }; }\n\
+             SMTPC_SESSION_CONF:10.1.2.3 tls_requirements { common_name = \"mx.example\"; }\n\
+             smtpc_session_conf: tls_requirements { min_cipher_bits = 128; }\n\
+             smtpc_session_conf:2001:db8 tls_requirements { flags = { encrypted }; }\n";
+        let t = SessionConfTable::parse(text).unwrap();
+        assert_eq!(t.len(), 4);
+        let tls = |a: &str| {
+            t.lookup(a.parse().unwrap())
+                .and_then(|c| c.tls.clone())
+                .unwrap()
+        };
+        assert!(tls("10.1.9.9").flags.verified);
+        assert_eq!(tls("10.1.2.3").common_name.as_deref(), Some("mx.example"));
+        assert!(
+            !tls("10.1.2.3").flags.verified,
+            "the most specific entry wins alone"
+        );
+        assert_eq!(tls("192.0.2.1").min_cipher_bits, 128);
+        assert!(tls("2001:db8::25").flags.encrypted);
+        assert!(tls("::ffff:10.1.0.1").flags.verified, "mapped IPv4 as IPv4");
+        // The limit lines are still the limit table's.
+        assert_eq!(LimitTable::parse(text).unwrap().len(), 1);
+        assert!(
+            SessionConfTable::parse("")
+                .unwrap()
+                .lookup(ip("10.0.0.1").unwrap())
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_session_conf_entries_are_errors() {
+        for (text, want) in [
+            (
+                "smtpc_session_conf:10.1\n",
+                LimitError::MissingValue { line: 1 },
+            ),
+            (
+                "\nsmtpc_session_conf:10.1 tls_requirements { bogus = 1; }\n",
+                LimitError::BadValue {
+                    line: 2,
+                    value: "tls_requirements { bogus = 1; }".into(),
+                },
+            ),
+        ] {
+            assert_eq!(SessionConfTable::parse(text), Err(want), "{text:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn session_conf_parse_never_panics(text in "(smtpc_session_conf:[ -~]{0,60}\n){0,4}") {
+            let _ = SessionConfTable::parse(&text);
         }
     }
 }

@@ -147,7 +147,7 @@ use std::time::Duration;
 use smx_ipc::qmgr_smar::{self, QmgrSmar, Route, RouteReply, RouteRequest};
 use smx_ipc::qmgr_smtpc::{
     self, DaTransactionId, Destination, QmgrSmtpc, RecipientResult, RecipientStatus, SmtpcReply,
-    SmtpcRequest, Target,
+    SmtpcRequest, Target, TlsRequirements,
 };
 use smx_ipc::smtps_qmgr::{Envelope, QmgrNotice, QmgrReply, SmtpsQmgr, SmtpsRequest};
 use smx_ipc::types::{EnhancedCode, SmtpReply};
@@ -364,12 +364,22 @@ struct RcptInfo {
     in_ibdb: bool,
     /// Its attempt's end is being applied.
     deciding: bool,
+    /// TLS requirements from its `smtpc_rcpt_conf:` entry.
+    tls: Option<TlsRequirements>,
 }
 
 type Outgoing = ServerFrameOf<SmtpsQmgr>;
 /// An expanded member: address, route, and the reply of a failed one.
 type Member = (String, Option<(DestKey, Destination)>, Option<String>);
 type BoxFut = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+/// One recipient's routing answer: its place in the batch, its id, smar's
+/// answer and its TLS requirements (`smtpc_rcpt_conf`).
+type Routing = (
+    usize,
+    RecipientId,
+    Result<RouteReply, LinkError>,
+    Option<TlsRequirements>,
+);
 
 struct State {
     sched: Scheduler,
@@ -424,6 +434,18 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| QmgrError::Task(e.to_string()))
 }
 
+/// A destination for recipients with `tls` requirements: its key is
+/// tagged so that they get deliveries of their own.
+fn with_requirements(
+    dest: (DestKey, Destination),
+    tls: Option<&TlsRequirements>,
+) -> (DestKey, Destination) {
+    match tls {
+        Some(t) => (dest.0.tagged(&crate::tlsconf::dest_tag(t)), dest.1),
+        None => dest,
+    }
+}
+
 /// A copy of a routing answer for another recipient of the same request.
 fn duplicate(r: &Result<RouteReply, LinkError>) -> Result<RouteReply, LinkError> {
     match r {
@@ -465,6 +487,7 @@ fn destination(route: &Route) -> Option<(DestKey, Destination)> {
                         name: h.name.clone().unwrap_or_default(),
                         addr: *a,
                         port: Some(*port),
+                        tls_requirements: None,
                     })
                 })
                 .collect();
@@ -568,6 +591,7 @@ impl Qmgr {
                         deferred: None,
                         in_ibdb: true,
                         deciding: false,
+                        tls: None,
                     },
                 );
             }
@@ -698,7 +722,7 @@ fn open_stores(s: &Settings) -> Result<Opened, QmgrError> {
         path: s.queue_dir.clone(),
         source,
     })?;
-    let cdb = Cdb::open(&s.cdb_base, CdbOptions::default())?;
+    let cdb = Cdb::open(&s.cdb_base, CdbOptions { gid: s.cdb_gid })?;
     let mut opts = ibdb::Options::new(&s.ibdb_dir);
     opts.size = q.ibdb.size.0.max(1);
     opts.max_commit_delay = q.ibdb.max_commit_delay.0;
@@ -1104,6 +1128,7 @@ impl Inner {
                             deferred: None,
                             in_ibdb: true,
                             deciding: false,
+                            tls: None,
                         },
                     );
                 }
@@ -1273,6 +1298,13 @@ impl Inner {
     fn route_batch(self: Arc<Self>, rids: Vec<RecipientId>) -> BoxFut {
         Box::pin(async move {
             let timeout = self.settings.qmgr.smar_timeout.0;
+            // With lookup_rcpt_conf every recipient also asks for its
+            // smtpc_rcpt_conf entry, in the same batch.
+            let per = if self.settings.qmgr.smtpc.flags.lookup_rcpt_conf {
+                2
+            } else {
+                1
+            };
             let mut lookups = JoinSet::new();
             let mut batch: Vec<(usize, RecipientId)> = Vec::new();
             let mut reqs: Vec<RouteRequest> = Vec::new();
@@ -1287,9 +1319,14 @@ impl Inner {
                         rcpt: r.rcpt.address.clone(),
                         sender: t.ta.sender.clone(),
                     });
+                    if per == 2 {
+                        reqs.push(RouteRequest::RcptConf {
+                            rcpt: r.rcpt.address.clone(),
+                        });
+                    }
                 }
                 batch.push((n, rid));
-                if batch.len() == qmgr_smar::MAX_BATCH {
+                if reqs.len() + per > qmgr_smar::MAX_BATCH {
                     self.route_lookup(
                         &mut lookups,
                         std::mem::take(&mut batch),
@@ -1306,7 +1343,10 @@ impl Inner {
                 let Ok(answers) = done else {
                     continue;
                 };
-                for (n, rid, result) in answers {
+                for (n, rid, result, tls) in answers {
+                    if let Some(r) = self.lock().rcpts.get_mut(&rid) {
+                        r.tls = tls;
+                    }
                     if let Ok(RouteReply::Routed {
                         rcpts,
                         owner: None,
@@ -1333,6 +1373,7 @@ impl Inner {
                     continue;
                 };
                 r.address = address;
+                let dest = with_requirements(dest, r.tls.as_ref());
                 let key = dest.0.clone();
                 r.route = Some(dest);
                 match groups.iter_mut().find(|g| g.0 == key) {
@@ -1358,11 +1399,14 @@ impl Inner {
     }
 
     /// Sends one routing request for `batch` (a single `Route` for one
-    /// recipient, a `Batch` for more) and yields each recipient's answer.
-    #[allow(clippy::type_complexity)]
+    /// recipient, else a `Batch` with a `Route`, and with lookup_rcpt_conf
+    /// an `RcptConf`, per recipient) and yields each recipient's routing
+    /// answer and TLS requirements. A recipient whose `smtpc_rcpt_conf`
+    /// cannot be read now gets that temporary failure as its answer: it is
+    /// not delivered without the requirements it may have.
     fn route_lookup(
         self: &Arc<Self>,
-        lookups: &mut JoinSet<Vec<(usize, RecipientId, Result<RouteReply, LinkError>)>>,
+        lookups: &mut JoinSet<Vec<Routing>>,
         batch: Vec<(usize, RecipientId)>,
         mut reqs: Vec<RouteRequest>,
         timeout: Duration,
@@ -1375,15 +1419,20 @@ impl Inner {
                 let result = i.smar.request(req, timeout, u32::MAX).await;
                 return batch
                     .into_iter()
-                    .map(|(n, rid)| (n, rid, duplicate(&result)))
+                    .map(|(n, rid)| (n, rid, duplicate(&result), None))
                     .collect();
             }
+            let per = reqs.len() / batch.len().max(1);
             let result = i
                 .smar
                 .request(RouteRequest::Batch(reqs), timeout, u32::MAX)
                 .await;
             let answers = match result {
-                Ok(RouteReply::Batch(answers)) if answers.len() == batch.len() => answers,
+                Ok(RouteReply::Batch(answers))
+                    if per >= 1 && answers.len() == batch.len() * per =>
+                {
+                    answers
+                }
                 Ok(_) => {
                     let e = LinkError::Unexpected {
                         path: i.settings.smar_socket.display().to_string(),
@@ -1391,21 +1440,53 @@ impl Inner {
                     };
                     return batch
                         .into_iter()
-                        .map(|(n, rid)| (n, rid, Err(e.duplicate())))
+                        .map(|(n, rid)| (n, rid, Err(e.duplicate()), None))
                         .collect();
                 }
                 Err(e) => {
                     return batch
                         .into_iter()
-                        .map(|(n, rid)| (n, rid, Err(e.duplicate())))
+                        .map(|(n, rid)| (n, rid, Err(e.duplicate()), None))
                         .collect();
                 }
             };
-            batch
-                .into_iter()
-                .zip(answers)
-                .map(|((n, rid), a)| (n, rid, Ok(a)))
-                .collect()
+            let mut answers = answers.into_iter();
+            let mut out = Vec::with_capacity(batch.len());
+            for (n, rid) in batch {
+                let Some(route) = answers.next() else {
+                    break;
+                };
+                let conf = if per == 2 { answers.next() } else { None };
+                let (route, tls) = match conf {
+                    None | Some(RouteReply::RcptConf(None)) => (route, None),
+                    Some(RouteReply::RcptConf(Some(value))) => {
+                        match crate::tlsconf::from_value(&value) {
+                            Ok(tls) => (route, tls),
+                            Err(e) => {
+                                tracing::warn!(%rid, error = %e, "smtpc_rcpt_conf entry ignored");
+                                (route, None)
+                            }
+                        }
+                    }
+                    Some(RouteReply::TempFail(r) | RouteReply::PermFail(r)) => {
+                        (RouteReply::TempFail(r), None)
+                    }
+                    Some(_) => (
+                        RouteReply::TempFail(SmtpReply {
+                            code: 451,
+                            enhanced: Some(EnhancedCode {
+                                class: 4,
+                                subject: 3,
+                                detail: 0,
+                            }),
+                            text: "unexpected answer from smar".into(),
+                        }),
+                        None,
+                    ),
+                };
+                out.push((n, rid, Ok(route), tls));
+            }
+            out
         });
     }
 
@@ -1482,11 +1563,12 @@ impl Inner {
 
     fn routed(self: &Arc<Self>, rid: RecipientId, address: String, dest: (DestKey, Destination)) {
         let mut st = self.lock();
-        let key = dest.0.clone();
         let Some(r) = st.rcpts.get_mut(&rid) else {
             return;
         };
         r.address = address;
+        let dest = with_requirements(dest, r.tls.as_ref());
+        let key = dest.0.clone();
         r.route = Some(dest);
         self.enqueue_locked(&mut st, &key, rid, Timestamp::now());
     }
@@ -1617,6 +1699,7 @@ impl Inner {
                         deferred: None,
                         in_ibdb: true,
                         deciding: false,
+                        tls: None,
                     },
                 );
                 match (dest, fail) {
@@ -1638,13 +1721,31 @@ impl Inner {
 
     // ---- delivery ------------------------------------------------------
 
+    /// Gives each target of `dest` the TLS requirements of its
+    /// `smtpc_session_conf:` entry in `qmgr_conf`.
+    fn session_requirements(&self, dest: &mut Destination) {
+        if let Destination::Hosts { targets, .. } = dest {
+            for t in targets {
+                t.tls_requirements = self
+                    .settings
+                    .session_confs
+                    .lookup(t.addr)
+                    .and_then(crate::tlsconf::of_session_conf);
+            }
+        }
+    }
+
     fn start_delivery(self: &Arc<Self>, st: &mut State, d: crate::scheduler::Delivery) {
         let mut recipients = Vec::with_capacity(d.recipients.len());
         let mut dest = None;
+        // The recipients of a delivery share their requirements (their
+        // destination key is tagged with them).
+        let mut tls_requirements = None;
         for rid in &d.recipients {
             if let Some(r) = st.rcpts.get(rid) {
                 if dest.is_none() {
                     dest = r.route.as_ref().map(|x| x.1.clone());
+                    tls_requirements = r.tls.clone();
                 }
                 recipients.push(qmgr_smtpc::DeliveryRecipient {
                     index: rid.index(),
@@ -1653,6 +1754,12 @@ impl Inner {
                 });
             }
         }
+        let dest = dest.map(|mut dest| {
+            if self.settings.qmgr.smtpc.flags.lookup_session_conf {
+                self.session_requirements(&mut dest);
+            }
+            dest
+        });
         let (Some(t), Some(destination)) = (st.tas.get(&d.transaction), dest) else {
             tracing::error!(ta = %d.transaction, "delivery without a transaction or a route");
             let _ = st
@@ -1682,7 +1789,7 @@ impl Inner {
             params: t.ta.params.clone(),
             recipients: Vec::new(),
             destination,
-            tls_requirements: None,
+            tls_requirements,
         };
         let parts = match verp {
             None => vec![qmgr_smtpc::Delivery { recipients, ..base }],
@@ -2170,6 +2277,7 @@ impl Inner {
                         deferred: Some(e),
                         in_ibdb: false,
                         deciding: false,
+                        tls: None,
                     },
                 );
                 route.push(rid);
@@ -2335,6 +2443,7 @@ impl Inner {
                     deferred: None,
                     in_ibdb: true,
                     deciding: false,
+                    tls: None,
                 },
             );
             st.totals.dsns += 1;

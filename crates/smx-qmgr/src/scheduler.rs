@@ -125,6 +125,16 @@ pub struct DestKey {
 }
 
 impl DestKey {
+    /// This destination with `tag` appended to its host, so that deliveries
+    /// that must not share sessions (different TLS requirements) are
+    /// scheduled apart.
+    pub fn tagged(&self, tag: &str) -> Self {
+        DestKey {
+            protocol: self.protocol,
+            host: format!("{}{tag}", self.host),
+        }
+    }
+
     /// A destination; the host is lower-cased and a trailing dot removed.
     pub fn new(protocol: Protocol, host: &str) -> Self {
         let h = host.strip_suffix('.').unwrap_or(host);

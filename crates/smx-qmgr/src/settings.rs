@@ -27,7 +27,7 @@ use std::time::Duration;
 use smx_conf::Config;
 use smx_conf::model::qmgr::QmgrConfig;
 
-use crate::limits::LimitTable;
+use crate::limits::{LimitTable, SessionConfTable};
 
 /// The process id byte of the transactions qmgr creates itself (DSNs,
 /// alias expansions); smtps instances number themselves from 0, so the
@@ -83,6 +83,13 @@ pub struct Settings {
     /// The `qmgr_conf` limit table (per-IP `oci`, `ocm`, `octo`, `icr`,
     /// `icm`); the caller reads the map named by `qmgr.conf`.
     pub limits: LimitTable,
+    /// The group of content files qmgr writes itself (DSNs): the first
+    /// smtps section's `CDB_gid`, so that smtpc can read them as it reads
+    /// what smtps wrote. `None`: qmgr's own group.
+    pub cdb_gid: Option<u32>,
+    /// The `smtpc_session_conf:` entries of `qmgr_conf` (used with the
+    /// smtpc flag `lookup_session_conf`).
+    pub session_confs: SessionConfTable,
 }
 
 impl fmt::Debug for Settings {
@@ -127,6 +134,7 @@ impl Settings {
         s.smar_socket = resolve(q, &c.smar_socket);
         s.smtpc_socket = resolve(q, &c.smtpc_socket);
         s.smtps_sessions = smtps_sessions;
+        s.cdb_gid = c.smtps.items.first().and_then(|s| s.body.cdb_gid);
         s
     }
 
@@ -155,6 +163,8 @@ impl Settings {
             delivery_resends: 3,
             disk_probe: None,
             limits: LimitTable::new(),
+            session_confs: SessionConfTable::default(),
+            cdb_gid: None,
         }
     }
 }

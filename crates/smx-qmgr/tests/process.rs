@@ -15,8 +15,8 @@ use smx_conf::model::qmgr::QmgrConfig;
 use smx_conf::value::Time;
 use smx_ipc::qmgr_smar::{self, Hop, QmgrSmar, Route, RouteReply, RouteRequest, RoutedRcpt};
 use smx_ipc::qmgr_smtpc::{
-    Delivery, DeliveryResult, FullReply, QmgrSmtpc, RecipientResult, RecipientStatus, SmtpcReply,
-    SmtpcRequest,
+    Delivery, DeliveryResult, Destination, FullReply, QmgrSmtpc, RecipientResult, RecipientStatus,
+    SmtpcReply, SmtpcRequest,
 };
 use smx_ipc::smtps_qmgr::{
     Envelope, EnvelopeRecipient, QmgrNotice, QmgrReply, SmtpsQmgr, SmtpsRequest, ThrottleReason,
@@ -112,11 +112,23 @@ fn mx_route(host: &str) -> Route {
 /// `owner-list@b.example`) and one failed member, `*@noroute.example` fails
 /// permanently, `*@a.example` and
 /// `*@a2.example` share the MX `mx.a.example`, everything else goes to
-/// `mx.<domain>`.
+/// `mx.<domain>`. The `smtpc_rcpt_conf` of `tls-*` recipients asks for a
+/// verified certificate, that of `badconf-*` recipients does not parse.
 fn smar(path: &Path) -> Peer {
     let h: Handler<QmgrSmar> = Arc::new(|req| {
-        let RouteRequest::Route { rcpt, .. } = req else {
-            return Some(RouteReply::RcptConf(None));
+        let rcpt = match req {
+            RouteRequest::Route { rcpt, .. } => rcpt,
+            RouteRequest::RcptConf { rcpt } => {
+                let conf = if rcpt.starts_with("tls-") {
+                    Some("tls_requirements { flags = { verified }; }".to_string())
+                } else if rcpt.starts_with("badconf-") {
+                    Some("tls_requirements { nonsense".to_string())
+                } else {
+                    None
+                };
+                return Some(RouteReply::RcptConf(conf));
+            }
+            RouteRequest::Batch(_) => return None,
         };
         let domain = rcpt.rsplit('@').next().unwrap_or("").to_string();
         if rcpt == "list@lists.example" {
@@ -492,6 +504,78 @@ async fn committed_only_after_ibdb_commit() {
         )]
     );
     assert!(env.content_exists(&e));
+}
+
+/// With lookup_rcpt_conf, each recipient's smtpc_rcpt_conf travels with
+/// its delivery, recipients with other requirements (or none) get
+/// deliveries of their own although they share the MX, an entry that does
+/// not parse is ignored; with lookup_session_conf every target carries its
+/// smtpc_session_conf entry from qmgr_conf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_requirements_reach_smtpc() {
+    let mut env = Env::new();
+    env.settings.qmgr.smtpc.flags.lookup_rcpt_conf = true;
+    env.settings.qmgr.smtpc.flags.lookup_session_conf = true;
+    env.settings.session_confs = smx_qmgr::limits::SessionConfTable::parse(
+        "smtpc_session_conf:127.0.0.1 tls_requirements { min_cipher_bits = 128; }\n",
+    )
+    .unwrap();
+    let _smar = env.smar();
+    let seen = Arc::new(Seen::default());
+    let _smtpc = env.smtpc(&seen, deliver_all());
+    let q = env.start().await;
+    let (c, _n) = env.smtps().await;
+    let e = env.message(
+        "s@src.example",
+        &[
+            "tls-x@a.example",
+            "y@a.example",
+            "tls-z@a2.example",
+            "badconf-w@a2.example",
+        ],
+    );
+    assert_eq!(commit(&c, &e).await, QmgrReply::Committed);
+    q.wait_for("4 delivered", |s| s.totals.delivered == 4).await;
+    let mut groups: Vec<(Vec<String>, bool)> = seen
+        .all()
+        .iter()
+        .map(|(d, _)| {
+            let Destination::Hosts { targets, .. } = &d.destination else {
+                panic!("{d:?}");
+            };
+            for t in targets {
+                let t = t.tls_requirements.as_ref().expect("session conf");
+                assert_eq!(t.min_cipher_bits, 128);
+                assert!(!t.verified);
+            }
+            let verified = d.tls_requirements.as_ref().is_some_and(|t| t.verified);
+            (
+                d.recipients.iter().map(|r| r.address.clone()).collect(),
+                verified,
+            )
+        })
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        vec![
+            (
+                vec![
+                    "tls-x@a.example".to_string(),
+                    "tls-z@a2.example".to_string()
+                ],
+                true
+            ),
+            (
+                vec![
+                    "y@a.example".to_string(),
+                    "badconf-w@a2.example".to_string()
+                ],
+                false
+            ),
+        ]
+    );
+    q.stop().await;
 }
 
 /// Recipients are routed by smar and grouped by destination: two domains

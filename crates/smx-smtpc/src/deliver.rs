@@ -219,7 +219,10 @@ impl Deliverer {
         })
     }
 
-    fn endpoints(&self, dest: &Destination) -> Vec<(Endpoint, String)> {
+    /// Where to connect, in order: each endpoint with its label and the
+    /// TLS requirements of sessions with it (the target's own, from qmgr's
+    /// `smtpc_session_conf:`).
+    fn endpoints(&self, dest: &Destination) -> Vec<(Endpoint, String, Option<TlsRequirements>)> {
         match dest {
             Destination::Hosts { protocol, targets } => targets
                 .iter()
@@ -238,6 +241,7 @@ impl Deliverer {
                             lmtp: *protocol == Protocol::Lmtp,
                         },
                         label,
+                        t.tls_requirements.as_ref().map(TlsRequirements::from),
                     )
                 })
                 .collect(),
@@ -247,7 +251,7 @@ impl Deliverer {
                     None => self.cfg.lmtp_socket.clone(),
                 };
                 let label = p.display().to_string();
-                vec![(Endpoint::Unix(p), label)]
+                vec![(Endpoint::Unix(p), label, None)]
             }
         }
     }
@@ -268,7 +272,15 @@ impl Deliverer {
             return;
         }
         let cfg = &*self.cfg;
-        for (ep, label) in endpoints {
+        for (ep, label, own) in endpoints {
+            let merged;
+            let req = match &own {
+                Some(own) => {
+                    merged = req.merged(own);
+                    &merged
+                }
+                None => req,
+            };
             let mut force_fresh = false;
             let outcome = loop {
                 let (mut session, cached) = match self.cfg.reuse_connection && !force_fresh {

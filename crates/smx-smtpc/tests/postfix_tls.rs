@@ -144,6 +144,7 @@ async fn send(pf: &Postfix, cfg: ClientConfig) -> smx_ipc::qmgr_smtpc::Recipient
             name: HOST.into(),
             addr: pf.addr.ip(),
             port: Some(pf.addr.port()),
+            tls_requirements: None,
         }],
     };
     let r = d

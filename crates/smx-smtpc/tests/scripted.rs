@@ -469,6 +469,7 @@ async fn next_target_after_a_failed_one_and_connect_only_to() {
             name: "mx.example.org".into(),
             addr: "192.0.2.1".parse().unwrap(),
             port: Some(good.addr.port()),
+            tls_requirements: None,
         }],
     };
     let d = deliverer(
@@ -827,6 +828,7 @@ async fn ipv6_then_ipv4_targets_in_the_given_order() {
             name: String::new(),
             addr: v4.addr.ip(),
             port: None,
+            tls_requirements: None,
         }],
     };
     let r = d

@@ -462,3 +462,52 @@ async fn idle_sessions_are_reused_only_when_they_meet_the_requirements() {
     );
     d.close_idle().await;
 }
+
+/// Requirements of a target (qmgr's `smtpc_session_conf:` for its address)
+/// hold for sessions with that target only: a self-signed first target that
+/// must be verified is skipped (temporary violation), the second target
+/// without requirements gets the message; with the requirement on both,
+/// nothing is delivered; with none, the first target takes it.
+#[tokio::test]
+async fn target_requirements_apply_to_their_target() {
+    let pki = pki();
+    let run = |first: bool, second: bool| {
+        let pki = &pki;
+        async move {
+            let a = peer(opts(Some(&pki.self_signed))).await;
+            let b = peer(opts(Some(&pki.self_signed))).await;
+            let mut store = common::Store::new();
+            let d = common::deliverer(
+                &store,
+                smx_smtpc::ClientConfig {
+                    reuse_connection: false,
+                    ..client(pki, false, TlsRequirements::default())
+                },
+            );
+            let c = store.put(&common::message(2000));
+            let mut targets = vec![a.target(), b.target()];
+            targets[0].tls_requirements = ipc(|r| r.verified = true).filter(|_| first);
+            targets[1].tls_requirements = ipc(|r| r.verified = true).filter(|_| second);
+            let dest = smx_ipc::qmgr_smtpc::Destination::Hosts {
+                protocol: smx_ipc::qmgr_smtpc::Protocol::Esmtp,
+                targets,
+            };
+            let request = common::delivery(c, "s@example.org", "", &[("r@example.org", "")], dest);
+            let r = d.deliver(&request).await.recipients.remove(0);
+            let delivered =
+                |p: &common::tls_peer::Peer| p.conns.lock().unwrap().iter().any(|c| c.delivered);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (r, delivered(&a), delivered(&b))
+        }
+    };
+    let (r, a, b) = run(true, false).await;
+    assert_eq!(r.status, Delivered, "{}", r.reply);
+    assert!(!a && b);
+    let (r, a, b) = run(true, true).await;
+    assert_eq!(r.status, TempFail, "{}", r.reply);
+    assert!(r.reply.to_string().contains("4.7.5"), "{}", r.reply);
+    assert!(!a && !b);
+    let (r, a, b) = run(false, false).await;
+    assert_eq!(r.status, Delivered, "{}", r.reply);
+    assert!(a && !b);
+}

@@ -335,6 +335,8 @@ pub fn qmgr(config: Config, config_file: Option<&Path>, allow_root: bool) -> Exi
                 .map_err(|e| ConfigProblem(format!("qmgr_conf {}: {e}", path.display())))?;
             settings.limits = smx_qmgr::limits::LimitTable::parse(&text)
                 .map_err(|e| ConfigProblem(format!("qmgr_conf {}: {e}", path.display())))?;
+            settings.session_confs = smx_qmgr::limits::SessionConfTable::parse(&text)
+                .map_err(|e| ConfigProblem(format!("qmgr_conf {}: {e}", path.display())))?;
         }
         runtime(Threads::One)?.block_on(async {
             tracing::info!("qmgr starting");

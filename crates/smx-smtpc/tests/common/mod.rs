@@ -92,6 +92,7 @@ pub fn target(addr: SocketAddr) -> Target {
         name: "peer.test".into(),
         addr: addr.ip(),
         port: Some(addr.port()),
+        tls_requirements: None,
     }
 }
 

@@ -128,6 +128,7 @@ impl Peer {
             name: HOST.into(),
             addr: self.addr.ip(),
             port: Some(self.addr.port()),
+            tls_requirements: None,
         }
     }
 }
@@ -340,6 +341,7 @@ pub async fn deliver(
             name: HOST.into(),
             addr: p.addr.ip(),
             port: Some(p.addr.port()),
+            tls_requirements: None,
         }],
     };
     let r = d
