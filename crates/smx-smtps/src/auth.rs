@@ -17,14 +17,14 @@
 //! | --- | --- | --- |
 //! | argon2id (PHC string) | `$argon2id$v=19$m=19456,t=2,p=1$SALT$HASH` | PLAIN, LOGIN |
 //! | sha512-crypt | `$6$rounds=5000$SALT$HASH` | PLAIN, LOGIN |
+//! | yescrypt (checked by the system's crypt(3), [`crate::crypt`]) | `$y$j9T$SALT$HASH` | PLAIN, LOGIN |
 //! | SCRAM-SHA-256 keys (RFC 5803) | `SCRAM-SHA-256$4096:SALT$STOREDKEY:SERVERKEY` (base64) | PLAIN, LOGIN, SCRAM-SHA-256 |
 //! | clear text | `{PLAIN}secret` | all four |
 //!
 //! CRAM-MD5 needs the password itself, so it works only for `{PLAIN}`
 //! entries; SCRAM-SHA-256 works with `{PLAIN}` or with stored SCRAM keys,
 //! which is the form to use when SCRAM is wanted without clear-text
-//! passwords. yescrypt hashes are not supported (a line with `$y$` is an
-//! error). A user whose entry cannot serve a mechanism fails it like a
+//! passwords. A user whose entry cannot serve a mechanism fails it like a
 //! wrong password. The file is read once, when the server starts.
 //!
 //! Instead of a password file, `dovecot_socket` names Dovecot's auth
@@ -157,6 +157,8 @@ pub enum Credential {
     Argon2(String),
     /// A `$6$` sha512-crypt string.
     Sha512Crypt(String),
+    /// A `$y$` yescrypt string.
+    Yescrypt(String),
     /// RFC 5803 SCRAM-SHA-256 keys.
     Scram(ScramKeys),
 }
@@ -167,6 +169,7 @@ impl std::fmt::Debug for Credential {
             Credential::Plain(_) => "Plain(..)",
             Credential::Argon2(_) => "Argon2(..)",
             Credential::Sha512Crypt(_) => "Sha512Crypt(..)",
+            Credential::Yescrypt(_) => "Yescrypt(..)",
             Credential::Scram(_) => "Scram(..)",
         })
     }
@@ -279,9 +282,10 @@ pub fn parse_credential(hash: &str) -> Result<Credential, String> {
     } else if hash.starts_with("SCRAM-SHA-256$") {
         Ok(Credential::Scram(parse_scram(hash)?))
     } else if hash.starts_with("$y$") {
-        Err("yescrypt hashes are not supported".into())
+        crate::crypt::check_yescrypt(hash)?;
+        Ok(Credential::Yescrypt(hash.to_string()))
     } else {
-        Err("unknown hash form (argon2id, $6$, SCRAM-SHA-256$ or {PLAIN})".into())
+        Err("unknown hash form (argon2id, $6$, $y$, SCRAM-SHA-256$ or {PLAIN})".into())
     }
 }
 
@@ -365,6 +369,7 @@ impl PasswordDb {
                 })
             }
             Some(Credential::Sha512Crypt(h)) => sha_crypt::sha512_check(password, h).is_ok(),
+            Some(Credential::Yescrypt(h)) => crate::crypt::verify_yescrypt(password, h),
             Some(Credential::Scram(k)) => {
                 let d = ScramKeys::derive(password.as_bytes(), &k.salt, k.iterations);
                 ct_eq(&d.stored_key, &k.stored_key)

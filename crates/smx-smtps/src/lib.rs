@@ -22,6 +22,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod crypt;
 pub mod dovecot;
 pub mod header;
 pub mod peer;

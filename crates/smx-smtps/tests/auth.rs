@@ -17,6 +17,10 @@ use smx_conf::model::smtps::{AuthConfig, SmtpsConfig, SmtpsTls};
 
 const HOST: &str = "mx.test.example";
 
+/// "erinpw" hashed by libxcrypt's yescrypt
+/// (`crypt.crypt("erinpw", "$y$j9T$0123456789abcdef")` in Python).
+const YESCRYPT: &str = "$y$j9T$0123456789abcdef$yz1Tqlik.rnn0lkGgwUzkOLMB0mBls6kApA2NaEgxU8";
+
 fn password_file(dir: &Path) -> std::path::PathBuf {
     use argon2::PasswordHasher as _;
     let salt = argon2::password_hash::SaltString::from_b64("c29tZXNhbHQxMjM0").unwrap();
@@ -30,7 +34,9 @@ fn password_file(dir: &Path) -> std::path::PathBuf {
     let p = dir.join("passwd");
     std::fs::write(
         &p,
-        format!("alice:{{PLAIN}}wonderland\nbob:{argon}\ncarol:{sha}\ndave:{scram}\n"),
+        format!(
+            "alice:{{PLAIN}}wonderland\nbob:{argon}\ncarol:{sha}\ndave:{scram}\nerin:{YESCRYPT}\n"
+        ),
     )
     .unwrap();
     p
@@ -187,6 +193,7 @@ async fn every_hash_form_and_mechanism() {
         ("bob", "bobpw"),
         ("carol", "carolpw"),
         ("dave", "davepw"),
+        ("erin", "erinpw"),
     ] {
         let (mut c, _) = tls_client(&h, &pki).await;
         code(
