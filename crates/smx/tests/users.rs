@@ -14,31 +14,15 @@
 //! so, it is not skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{free_port, wait_port};
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
 
 /// Waits until `f` holds (at most `limit`).
 fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
