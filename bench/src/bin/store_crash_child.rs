@@ -29,6 +29,7 @@ fn main() -> anyhow::Result<()> {
     // Small files so that rotation and cleanup happen under the kills.
     opts.size = 256 * 1024;
     opts.max_commit_delay = std::time::Duration::from_millis(1);
+    opts.content_fs = cdb.content_dirs();
     let (ibdb, _recovery) = Ibdb::open(opts)?;
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let mut handles = Vec::new();
@@ -44,11 +45,19 @@ fn main() -> anyhow::Result<()> {
                 for chunk in content.chunks(1000 + 97 * t) {
                     w.write(chunk)?;
                 }
-                let size = w.commit()?;
+                // Odd threads as smtps does (content synced by the
+                // envelope's group commit), even ones with a per-file
+                // fsync (as qmgr writes DSNs).
+                let group = t % 2 == 1;
+                let size = if group { w.finish()? } else { w.commit()? };
                 let (tx, rcpts) = crashload::envelope(ta, size);
                 let mut records = vec![Record::Transaction(tx)];
                 records.extend(rcpts.iter().cloned().map(Record::Recipient));
-                ibdb.commit(&records).wait()?;
+                if group {
+                    ibdb.commit_after_content(&records).wait()?;
+                } else {
+                    ibdb.commit(&records).wait()?;
+                }
                 say(&out, &format!("ACK {ta}"))?;
                 n += 1;
                 // Every third transaction is delivered and closed, so that

@@ -727,6 +727,7 @@ fn open_stores(s: &Settings) -> Result<Opened, QmgrError> {
     opts.size = q.ibdb.size.0.max(1);
     opts.max_commit_delay = q.ibdb.max_commit_delay.0;
     opts.max_open_tas = (q.ibdb.max_open_tas as usize).max(1);
+    opts.content_fs = cdb.content_dirs();
     let (ibdb, recovery) = Ibdb::open(opts)?;
     for w in &recovery.warnings {
         tracing::warn!(warning = %w, "IBDB recovery");
@@ -1181,7 +1182,10 @@ impl Inner {
         let mut records = Vec::with_capacity(rs.len() + 1);
         records.push(Record::Transaction(t.clone()));
         records.extend(rs.iter().cloned().map(Record::Recipient));
-        match self.ibdb.commit(&records).await {
+        // smtps wrote the content without syncing it: the batch makes it
+        // durable before the envelope (smx_store::cdb, "Durability through
+        // the group commit").
+        match self.ibdb.commit_after_content(&records).await {
             Ok(()) => Ok((t, rs)),
             Err(e @ (IbdbError::Invalid { .. } | IbdbError::TooLarge { .. })) => {
                 tracing::warn!(error = %e, %ta, "envelope refused");

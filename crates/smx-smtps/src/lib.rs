@@ -17,8 +17,9 @@
 //! The protocol itself (parsing, replies, DATA and BDAT decoding) is
 //! smx-proto's; this crate is the state and the I/O around it. Policy
 //! decisions are smar's (over the smtps_smar link), durability is CDB's
-//! and qmgr's: a client gets 250 at the end of data only after the content
-//! file is fsynced and qmgr answered that the envelope is committed.
+//! and qmgr's: a client gets 250 at the end of data only after qmgr
+//! answered that the envelope is committed, which it does after its group
+//! commit made the content file durable and then the envelope.
 
 pub mod auth;
 pub mod conn;

@@ -75,8 +75,9 @@
 //! DATA (after 354) and BDAT content is written to a new CDB file behind
 //! the `Received:` field ([`crate::received`]) while it arrives; the
 //! [`crate::header::HeaderScanner`] counts hops (`max_hops`: 554 5.4.6) on
-//! the way. At the end the file is committed (fsync), then the envelope is
-//! handed to qmgr, and only its `Committed` answer gives the client 250.
+//! the way. At the end the file is written and closed, then the envelope is
+//! handed to qmgr, whose group commit syncs the content before it writes the
+//! envelope; only its `Committed` answer gives the client 250.
 //! With PRDR (when the `prdr` flag offers it and MAIL asked for it) the
 //! 250 is preceded by `353` and one reply per recipient, in RCPT order.
 //! A message with a bare CR or LF is refused (554 5.6.0, see smx-proto's
@@ -259,7 +260,7 @@ struct Content {
 
 /// The content file of a transaction. It is created by the first blocking
 /// call that writes to it, so that a message smaller than [`WRITE_BATCH`]
-/// costs one trip to the blocking pool (create, write, fsync), not two.
+/// costs one trip to the blocking pool (create, write, close), not two.
 enum ContentFile {
     NotCreated(Arc<Cdb>, TransactionId),
     Open(CdbWriter),
@@ -2165,14 +2166,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.end_transaction();
             return Flow::Continue;
         }
-        // Write what is buffered and make the file durable.
+        // Write what is buffered and close the file (made durable by qmgr).
         let committed = match c.writer.take() {
             Some(file) if c.error.is_none() => {
                 let buf = std::mem::take(&mut c.buf);
+                // Written, not synced: qmgr's envelope commit makes it
+                // durable before it answers (smx_store::cdb, "Durability
+                // through the group commit").
                 tokio::task::spawn_blocking(move || {
                     let mut w = file.open()?;
                     w.write(&buf)?;
-                    w.commit()
+                    w.finish()
                 })
                 .await
                 .map_err(|e| e.to_string())

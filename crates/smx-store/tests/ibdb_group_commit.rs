@@ -280,3 +280,55 @@ fn the_handle_is_clone_send_sync() {
     fn check_send<T: Send>() {}
     check_send::<smx_store::ibdb::Completion<()>>();
 }
+
+/// Envelopes committed after unsynced content: each batch holding one
+/// syncs the content's file system once (two directories on one file
+/// system count once), plain commits never do, and without `content_fs`
+/// the call is a plain commit. A content directory that cannot be opened
+/// is an error at open.
+#[test]
+fn content_is_synced_once_per_batch() {
+    let dir = tempdir();
+    let content = dir.path().join("cdb");
+    std::fs::create_dir_all(content.join("0")).unwrap();
+    let mut o = opts(&dir.path().join("log"));
+    o.content_fs = vec![content.clone(), content.join("0")];
+    let (db, _) = Ibdb::open(o.clone()).unwrap();
+    db.commit(&accept(0, 1)).wait().unwrap();
+    assert_eq!(db.stats().content_syncs, 0);
+    db.commit_after_content(&accept(1, 1)).wait().unwrap();
+    assert_eq!(db.stats().content_syncs, 1, "one file system, one syncfs");
+    std::thread::scope(|s| {
+        for t in 0..50u64 {
+            let db = db.clone();
+            s.spawn(move || {
+                for i in 0..10 {
+                    let n = 100 + t * 100 + i;
+                    if t % 2 == 0 {
+                        db.commit_after_content(&accept(n, 1)).wait().unwrap();
+                    } else {
+                        db.commit(&accept(n, 1)).wait().unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let st = db.stats();
+    assert_eq!(st.commits, 502);
+    assert!(st.content_syncs >= 2, "{st:?}");
+    assert!(
+        st.content_syncs <= st.syncs && st.content_syncs < 251,
+        "at most one per batch, shared by the batch: {st:?}"
+    );
+    db.close().unwrap();
+
+    let mut o2 = opts(&dir.path().join("log2"));
+    o2.content_fs = Vec::new();
+    let (db, _) = Ibdb::open(o2).unwrap();
+    db.commit_after_content(&accept(1, 1)).wait().unwrap();
+    assert_eq!(db.stats().content_syncs, 0);
+    db.close().unwrap();
+
+    o.content_fs = vec![dir.path().join("missing")];
+    assert!(matches!(Ibdb::open(o), Err(IbdbError::Io { .. })));
+}

@@ -269,6 +269,12 @@ pub struct Options {
     pub max_open_tas: usize,
     /// Bytes of zeros written ahead of the data; 0 disables preallocation.
     pub prealloc_chunk: u64,
+    /// Directories on whose file systems content is written without its
+    /// own sync (the CDB base and its subdirectories, see
+    /// [`crate::cdb::CdbWriter::finish`]): a batch holding a commit made
+    /// with [`Ibdb::commit_after_content`] first `syncfs`es each of these
+    /// file systems once, then writes and syncs its frame.
+    pub content_fs: Vec<PathBuf>,
 }
 
 impl Options {
@@ -280,6 +286,7 @@ impl Options {
             max_commit_delay: DEFAULT_MAX_COMMIT_DELAY,
             max_open_tas: DEFAULT_MAX_OPEN_TAS,
             prealloc_chunk: DEFAULT_PREALLOC_CHUNK,
+            content_fs: Vec::new(),
         }
     }
 }
@@ -417,6 +424,8 @@ pub struct Stats {
     pub records: u64,
     /// Batches written and synced (one `fdatasync` each).
     pub syncs: u64,
+    /// `syncfs` calls made for content before a batch.
+    pub content_syncs: u64,
     /// Bytes of acknowledged frames.
     pub bytes: u64,
     /// The largest batch, in commits.
@@ -542,6 +551,21 @@ impl Ibdb {
     /// once. A record over its field limits, or a commit larger than
     /// [`format::MAX_FRAME_PAYLOAD`], fails at once and writes nothing.
     pub fn commit(&self, records: &[Record]) -> Completion<()> {
+        self.queue_commit(records, false)
+    }
+
+    /// Like [`commit`](Self::commit), for an envelope whose content was
+    /// written without a sync ([`crate::cdb::CdbWriter::finish`]): its
+    /// batch first makes the [`Options::content_fs`] file systems durable
+    /// with `syncfs`, so that content is on disk before the envelope that
+    /// names it, and both are when the commit completes. One `syncfs`
+    /// serves every such commit of the batch. Without `content_fs` it is a
+    /// plain commit.
+    pub fn commit_after_content(&self, records: &[Record]) -> Completion<()> {
+        self.queue_commit(records, true)
+    }
+
+    fn queue_commit(&self, records: &[Record], content: bool) -> Completion<()> {
         if records.is_empty() {
             return Completion::ready(Ok(()));
         }
@@ -560,7 +584,7 @@ impl Ibdb {
             }));
         }
         let (tx, rx) = oneshot::channel();
-        let queued = writer::Queued::new(bytes, touches, records.len(), tx);
+        let queued = writer::Queued::new(bytes, touches, records.len(), content, tx);
         match self.inner.queue.push(queued) {
             Ok(()) => Completion { rx },
             Err(e) => Completion::ready(Err(e)),

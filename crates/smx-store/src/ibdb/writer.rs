@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -69,6 +69,8 @@ pub(super) struct Queued {
     bytes: Vec<u8>,
     touches: Vec<Touch>,
     records: usize,
+    /// Content must be synced before this commit's frame.
+    content: bool,
     arrived: Instant,
     tx: oneshot::Sender<Result<(), IbdbError>>,
 }
@@ -78,12 +80,14 @@ impl Queued {
         bytes: Vec<u8>,
         touches: Vec<Touch>,
         records: usize,
+        content: bool,
         tx: oneshot::Sender<Result<(), IbdbError>>,
     ) -> Self {
         Queued {
             bytes,
             touches,
             records,
+            content,
             arrived: Instant::now(),
             tx,
         }
@@ -252,6 +256,7 @@ pub(super) struct Counters {
     commits: AtomicU64,
     records: AtomicU64,
     syncs: AtomicU64,
+    content_syncs: AtomicU64,
     bytes: AtomicU64,
     max_batch: AtomicU64,
     failed_batches: AtomicU64,
@@ -271,6 +276,7 @@ impl Counters {
             commits: g(&self.commits),
             records: g(&self.records),
             syncs: g(&self.syncs),
+            content_syncs: g(&self.content_syncs),
             bytes: g(&self.bytes),
             max_batch: g(&self.max_batch),
             failed_batches: g(&self.failed_batches),
@@ -344,6 +350,8 @@ pub(super) struct Writer {
     frame: FrameBuilder,
     zeros: Vec<u8>,
     counters: Arc<Counters>,
+    /// One open directory per file system of `Options::content_fs`.
+    content_fs: Vec<(PathBuf, File)>,
 }
 
 impl Writer {
@@ -379,6 +387,24 @@ impl Writer {
             Err(TryLockError::WouldBlock) => return Err(IbdbError::Locked { path: lock_path }),
             Err(TryLockError::Error(e)) => return Err(IbdbError::io(&lock_path, "lock", e)),
         }
+        let mut content_fs: Vec<(PathBuf, File)> = Vec::new();
+        for path in &opts.content_fs {
+            let f =
+                File::open(path).map_err(|e| IbdbError::io(path, "open content directory", e))?;
+            let dev = f
+                .metadata()
+                .map_err(|e| IbdbError::io(path, "stat content directory", e))?
+                .dev();
+            let mut seen = false;
+            for (_, g) in &content_fs {
+                if g.metadata().is_ok_and(|m| m.dev() == dev) {
+                    seen = true;
+                }
+            }
+            if !seen {
+                content_fs.push((path.clone(), f));
+            }
+        }
         let scanned = recover::recover(&dir, &dir_file)?;
         let mut w = Writer {
             dir,
@@ -397,6 +423,7 @@ impl Writer {
             frame: FrameBuilder::default(),
             zeros: Vec::new(),
             counters: Arc::new(Counters::default()),
+            content_fs,
         };
         w.counters
             .open_transactions
@@ -484,6 +511,16 @@ impl Writer {
     /// Writes and syncs one frame holding the batch. Returns the file's
     /// sequence number and the frame length.
     fn write_batch(&mut self, batch: &[Queued]) -> Result<(u64, usize), IbdbError> {
+        if batch.iter().any(|q| q.content) {
+            // Content first: an envelope must never be durable without the
+            // content it names. A failure fails the batch but says nothing
+            // about the log file, which stays in use.
+            for (path, f) in &self.content_fs {
+                nix::unistd::syncfs(f)
+                    .map_err(|e| IbdbError::io(path, "syncfs", io::Error::from(e)))?;
+                add(&self.counters.content_syncs, 1);
+            }
+        }
         self.ensure_file()?;
         let Some(cur) = self.current.as_mut() else {
             // ensure_file leaves a current file or fails.
