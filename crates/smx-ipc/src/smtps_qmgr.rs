@@ -97,7 +97,8 @@ pub struct Envelope {
     pub sender: String,
     /// The ESMTP parameters of MAIL FROM, as received.
     pub params: String,
-    /// Size of the content in CDB, in bytes.
+    /// Size of the message as received, in bytes (the CDB file also holds
+    /// the Received: field smtps put in front of it).
     pub size: u64,
     /// Arrival time, microseconds since the Unix epoch.
     pub arrival_us: u64,
