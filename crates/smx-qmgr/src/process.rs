@@ -368,6 +368,31 @@ struct RcptInfo {
     tls: Option<TlsRequirements>,
 }
 
+impl RcptInfo {
+    /// A recipient as IBDB holds it open, not yet routed.
+    fn open(rcpt: Recipient) -> Self {
+        RcptInfo {
+            address: rcpt.address.clone(),
+            rcpt,
+            route: None,
+            deferred: None,
+            in_ibdb: true,
+            deciding: false,
+            tls: None,
+        }
+    }
+
+    /// A recipient taken from its DEFEDB entry.
+    fn from_defedb(e: DeferredRecipient) -> Self {
+        let rcpt = e.recipient.clone();
+        RcptInfo {
+            in_ibdb: false,
+            deferred: Some(e),
+            ..RcptInfo::open(rcpt)
+        }
+    }
+}
+
 type Outgoing = ServerFrameOf<SmtpsQmgr>;
 /// An expanded member: address, route, and the reply of a failed one.
 type Member = (String, Option<(DestKey, Destination)>, Option<String>);
@@ -443,14 +468,6 @@ fn with_requirements(
     match tls {
         Some(t) => (dest.0.tagged(&crate::tlsconf::dest_tag(t)), dest.1),
         None => dest,
-    }
-}
-
-/// A copy of a routing answer for another recipient of the same request.
-fn duplicate(r: &Result<RouteReply, LinkError>) -> Result<RouteReply, LinkError> {
-    match r {
-        Ok(reply) => Ok(reply.clone()),
-        Err(e) => Err(e.duplicate()),
     }
 }
 
@@ -582,18 +599,7 @@ impl Qmgr {
             st.refs.add(id, u64::from(n));
             to_route.push(t.recipients.iter().map(|r| r.id).collect());
             for r in t.recipients {
-                st.rcpts.insert(
-                    r.id,
-                    RcptInfo {
-                        address: r.address.clone(),
-                        rcpt: r,
-                        route: None,
-                        deferred: None,
-                        in_ibdb: true,
-                        deciding: false,
-                        tls: None,
-                    },
-                );
+                st.rcpts.insert(r.id, RcptInfo::open(r));
             }
             st.totals.recovered += u64::from(n);
             st.tas.insert(
@@ -1120,18 +1126,7 @@ impl Inner {
                 st.refs.add(ta, n as u64);
                 let ids: Vec<RecipientId> = rs.iter().map(|r| r.id).collect();
                 for r in rs {
-                    st.rcpts.insert(
-                        r.id,
-                        RcptInfo {
-                            address: r.address.clone(),
-                            rcpt: r,
-                            route: None,
-                            deferred: None,
-                            in_ibdb: true,
-                            deciding: false,
-                            tls: None,
-                        },
-                    );
+                    st.rcpts.insert(r.id, RcptInfo::open(r));
                 }
                 st.tas.insert(
                     ta,
@@ -1417,36 +1412,31 @@ impl Inner {
     ) {
         let i = Arc::clone(self);
         lookups.spawn(async move {
-            if reqs.len() == 1
+            if let ([(n, rid)], 1) = (batch.as_slice(), reqs.len())
                 && let Some(req) = reqs.pop()
             {
                 let result = i.smar.request(req, timeout, u32::MAX).await;
-                return batch
-                    .into_iter()
-                    .map(|(n, rid)| (n, rid, duplicate(&result), None))
-                    .collect();
+                return vec![(*n, *rid, result, None)];
             }
             let per = reqs.len() / batch.len().max(1);
             let result = i
                 .smar
                 .request(RouteRequest::Batch(reqs), timeout, u32::MAX)
                 .await;
-            let answers = match result {
+            let outcome = match result {
                 Ok(RouteReply::Batch(answers))
                     if per >= 1 && answers.len() == batch.len() * per =>
                 {
-                    answers
+                    Ok(answers)
                 }
-                Ok(_) => {
-                    let e = LinkError::Unexpected {
-                        path: i.settings.smar_socket.display().to_string(),
-                        what: "a batch answer of the wrong shape",
-                    };
-                    return batch
-                        .into_iter()
-                        .map(|(n, rid)| (n, rid, Err(e.duplicate()), None))
-                        .collect();
-                }
+                Ok(_) => Err(LinkError::Unexpected {
+                    path: i.settings.smar_socket.display().to_string(),
+                    what: "a batch answer of the wrong shape",
+                }),
+                Err(e) => Err(e),
+            };
+            let answers = match outcome {
+                Ok(answers) => answers,
                 Err(e) => {
                     return batch
                         .into_iter()
@@ -1697,13 +1687,9 @@ impl Inner {
                 st.rcpts.insert(
                     id,
                     RcptInfo {
-                        rcpt: r,
                         address,
                         route: dest.clone(),
-                        deferred: None,
-                        in_ibdb: true,
-                        deciding: false,
-                        tls: None,
+                        ..RcptInfo::open(r)
                     },
                 );
                 match (dest, fail) {
@@ -2272,18 +2258,7 @@ impl Inner {
                     live: 0,
                 });
                 t.live += 1;
-                st.rcpts.insert(
-                    rid,
-                    RcptInfo {
-                        rcpt: e.recipient.clone(),
-                        address: e.recipient.address.clone(),
-                        route: None,
-                        deferred: Some(e),
-                        in_ibdb: false,
-                        deciding: false,
-                        tls: None,
-                    },
-                );
+                st.rcpts.insert(rid, RcptInfo::from_defedb(e));
                 route.push(rid);
             }
         }
@@ -2438,18 +2413,7 @@ impl Inner {
                     live: 1,
                 },
             );
-            st.rcpts.insert(
-                rid,
-                RcptInfo {
-                    address: r.address.clone(),
-                    rcpt: r,
-                    route: None,
-                    deferred: None,
-                    in_ibdb: true,
-                    deciding: false,
-                    tls: None,
-                },
-            );
+            st.rcpts.insert(rid, RcptInfo::open(r));
             st.totals.dsns += 1;
         }
         self.spawn_self(|i| async move { i.route(rid).await });
