@@ -66,22 +66,21 @@
 //!
 //! [`ClientConfig`]: crate::ClientConfig
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use smx_conf::model::common::TlsFiles;
 use smx_conf::session_conf::dn_matches;
 use smx_ipc::qmgr_smtpc::{RequirementsViolation, TlsRequirements as IpcTlsRequirements};
 use tokio_rustls::TlsConnector;
 
-/// Most files read from `CAcert_directory`.
-pub const MAX_CA_DIR_FILES: usize = 4096;
+pub use smx_tls::{MAX_CA_DIR_FILES, cipher_bits, dn};
+use smx_tls::{provider, read_cas, read_certs, read_key};
 
 /// Why the TLS files could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -99,47 +98,13 @@ pub enum TlsError {
     Rustls(String),
 }
 
-fn file_err(path: &Path, reason: impl ToString) -> TlsError {
-    TlsError::File {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    }
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let iter = CertificateDer::pem_file_iter(path).map_err(|e| file_err(path, e))?;
-    let certs = iter
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_err(path, e))?;
-    if certs.is_empty() {
-        return Err(file_err(path, "no certificate in the file"));
-    }
-    Ok(certs)
-}
-
-fn read_cas(file: Option<&Path>, dir: Option<&Path>) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    if let Some(f) = file {
-        for c in read_certs(f)? {
-            roots.add(c).map_err(|e| file_err(f, e))?;
+impl From<smx_tls::FileError> for TlsError {
+    fn from(e: smx_tls::FileError) -> Self {
+        TlsError::File {
+            path: e.path,
+            reason: e.reason,
         }
     }
-    if let Some(d) = dir {
-        let entries = std::fs::read_dir(d).map_err(|e| file_err(d, e))?;
-        for entry in entries.take(MAX_CA_DIR_FILES) {
-            let path = entry.map_err(|e| file_err(d, e))?.path();
-            if !path.is_file() {
-                continue;
-            }
-            let Ok(iter) = CertificateDer::pem_file_iter(&path) else {
-                continue;
-            };
-            for c in iter.flatten() {
-                let _ = roots.add(c);
-            }
-        }
-    }
-    Ok(roots)
 }
 
 /// What a target requires of TLS; see the module doc.
@@ -287,17 +252,6 @@ pub struct TlsInfo {
     pub issuer: Option<String>,
 }
 
-/// Effective key length of the symmetric cipher of a suite name.
-pub fn cipher_bits(suite: &str) -> u32 {
-    if suite.contains("AES_128") {
-        128
-    } else if suite.contains("AES_256") || suite.contains("CHACHA20") {
-        256
-    } else {
-        0
-    }
-}
-
 /// The client's TLS state, shared by all sessions.
 #[derive(Clone)]
 pub struct TlsClient {
@@ -330,7 +284,7 @@ impl TlsClient {
 
     /// Loads the `tls` section's files; see the module doc.
     pub fn load(files: &TlsFiles) -> Result<TlsClient, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = provider();
         let roots = read_cas(
             files.ca_cert_file.as_deref(),
             files.ca_cert_directory.as_deref(),
@@ -352,7 +306,7 @@ impl TlsClient {
         let config = match (&files.cert_file, &files.key_file) {
             (Some(c), Some(k)) => {
                 let chain = read_certs(c)?;
-                let key = PrivateKeyDer::from_pem_file(k).map_err(|e| file_err(k, e))?;
+                let key = read_key(k)?;
                 builder
                     .with_client_auth_cert(chain, key)
                     .map_err(|e| TlsError::Rustls(e.to_string()))?
@@ -418,28 +372,6 @@ impl TlsClient {
             issuer,
         }
     }
-}
-
-/// A distinguished name as `/KEY=value/...`, most significant first, keys
-/// as OpenSSL abbreviates them (`C`, `ST`, `O`, `OU`, `CN`); control
-/// characters become `?`.
-pub fn dn(name: &x509_parser::x509::X509Name<'_>) -> String {
-    let mut out = String::new();
-    for rdn in name.iter() {
-        for atv in rdn.iter() {
-            let key = x509_parser::objects::oid2abbrev(
-                atv.attr_type(),
-                x509_parser::objects::oid_registry(),
-            )
-            .map_or_else(|_| atv.attr_type().to_id_string(), str::to_string);
-            let value = atv.as_str().unwrap_or("?");
-            out.push('/');
-            out.push_str(&key);
-            out.push('=');
-            out.extend(value.chars().map(|c| if c.is_control() { '?' } else { c }));
-        }
-    }
-    out
 }
 
 /// The name to send (SNI) and verify for a target label

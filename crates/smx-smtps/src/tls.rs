@@ -57,24 +57,20 @@
 //! [`SESSION_CACHE_ENTRIES`] entries); `cache_timeout` is not applied per
 //! entry (rustls' cache has no lifetime), entries leave by eviction.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
-use rustls::{
-    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
-};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use rustls_pki_types::{CertificateDer, UnixTime};
 use smx_conf::model::smtps::SmtpsTls;
 use smx_conf::session_conf::{TlsRequirementsConf, dn_matches};
+use smx_tls::dn;
+pub use smx_tls::{MAX_CA_DIR_FILES, cipher_bits, provider, read_cas, read_certs, read_key};
 use tokio_rustls::TlsAcceptor;
 
-/// Most files read from `CAcert_directory`.
-pub const MAX_CA_DIR_FILES: usize = 4096;
 /// Entries of the session resumption cache.
 pub const SESSION_CACHE_ENTRIES: usize = 1024;
 
@@ -97,10 +93,12 @@ pub enum TlsError {
     Rustls(String),
 }
 
-fn file_err(path: &Path, reason: impl ToString) -> TlsError {
-    TlsError::File {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
+impl From<smx_tls::FileError> for TlsError {
+    fn from(e: smx_tls::FileError) -> Self {
+        TlsError::File {
+            path: e.path,
+            reason: e.reason,
+        }
     }
 }
 
@@ -123,58 +121,6 @@ impl std::fmt::Debug for TlsServer {
             .field("asks_client_cert", &self.verifier.is_some())
             .finish()
     }
-}
-
-/// Reads every certificate of a PEM file.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let iter = CertificateDer::pem_file_iter(path).map_err(|e| file_err(path, e))?;
-    let certs = iter
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_err(path, e))?;
-    if certs.is_empty() {
-        return Err(file_err(path, "no certificate in the file"));
-    }
-    Ok(certs)
-}
-
-/// Reads the private key of a PEM file.
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| file_err(path, e))
-}
-
-/// The CA certificates of `CAcert_file` and `CAcert_directory`.
-pub fn read_cas(file: Option<&Path>, dir: Option<&Path>) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    if let Some(f) = file {
-        for c in read_certs(f)? {
-            roots.add(c).map_err(|e| file_err(f, e))?;
-        }
-    }
-    if let Some(d) = dir {
-        let entries = std::fs::read_dir(d).map_err(|e| file_err(d, e))?;
-        for entry in entries.take(MAX_CA_DIR_FILES) {
-            let entry = entry.map_err(|e| file_err(d, e))?;
-            let path = entry.path();
-            if !path.is_file() {
-                continue;
-            }
-            // Files without certificates (READMEs, CRLs) are skipped.
-            let Ok(iter) = CertificateDer::pem_file_iter(&path) else {
-                continue;
-            };
-            for c in iter.flatten() {
-                // A certificate that is no usable trust anchor is skipped
-                // too, as OpenSSL's directory lookup would never match it.
-                let _ = roots.add(c);
-            }
-        }
-    }
-    Ok(roots)
-}
-
-/// The ring provider, the only one smx uses.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 impl TlsServer {
@@ -343,38 +289,6 @@ pub fn check_requirements(req: &TlsRequirementsConf, tls: Option<&TlsInfo>) -> R
         ));
     }
     Ok(())
-}
-
-/// A distinguished name as `/KEY=value/...`, most significant first.
-fn dn(name: &x509_parser::x509::X509Name<'_>) -> String {
-    let mut out = String::new();
-    for rdn in name.iter() {
-        for atv in rdn.iter() {
-            let key = x509_parser::objects::oid2abbrev(
-                atv.attr_type(),
-                x509_parser::objects::oid_registry(),
-            )
-            .map_or_else(|_| atv.attr_type().to_id_string(), str::to_string);
-            let value = atv.as_str().unwrap_or("?");
-            out.push('/');
-            out.push_str(&key);
-            out.push('=');
-            // Control characters would break log lines and headers.
-            out.extend(value.chars().map(|c| if c.is_control() { '?' } else { c }));
-        }
-    }
-    out
-}
-
-/// Effective key length of the symmetric cipher of a suite name.
-pub fn cipher_bits(suite: &str) -> u32 {
-    if suite.contains("AES_128") {
-        128
-    } else if suite.contains("AES_256") || suite.contains("CHACHA20") {
-        256
-    } else {
-        0
-    }
 }
 
 /// The result of the client certificate check; see the module doc.

@@ -13,6 +13,7 @@ const ORDERED: &[&str] = &[
     "smx-ipc",
     "smx-store",
     "smx-maps",
+    "smx-tls",
 ];
 const COMPONENTS: &[&str] = &[
     "smx-mcp",
